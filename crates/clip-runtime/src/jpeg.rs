@@ -1,0 +1,198 @@
+//! JPEG decoding with libjpeg-turbo's decoder (vendored as mozjpeg).
+//!
+//! PIL decodes JPEG with libjpeg-turbo (islow IDCT, fancy upsampling), so the
+//! pixels transformers sees come from that exact code. Other decoders
+//! (zune-jpeg, jpeg-decoder) differ from it by a few levels at edges, which
+//! the CLIP pipeline's `logit_scale` of 100 turns into probability errors of
+//! up to 1e-2. Decoding with the same library gives the same pixels.
+//!
+//! libjpeg reports fatal errors by unwinding through `error_exit`; the
+//! `mozjpeg` crate turns them into panics with `resume_unwind` (which skips
+//! the panic hook), so every call here runs under `catch_unwind`.
+//!
+//! Truncated files: libjpeg silently pads a file that ends early with gray.
+//! PIL refuses such files ("image file is truncated") unless told otherwise,
+//! and so do we: the reader records whether libjpeg asked for bytes past the
+//! end, and such an image is an error.
+
+use std::io::{BufRead, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use image::RgbImage;
+use image::metadata::Orientation;
+use mozjpeg::{Decompress, Format, Marker};
+
+use crate::decode::DecodeLimits;
+use crate::error::ImageError;
+
+/// A byte slice reader that notes when the decoder reads past its end.
+struct EndTracking<'a> {
+    data: &'a [u8],
+    ran_out: Arc<AtomicBool>,
+}
+
+impl Read for EndTracking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ran_out.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+impl BufRead for EndTracking<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.data.is_empty() {
+            self.ran_out.store(true, Ordering::Relaxed);
+        }
+        Ok(self.data)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.data = &self.data[amt.min(self.data.len())..];
+    }
+}
+
+fn decode_error(message: impl Into<String>) -> ImageError {
+    ImageError::Decode {
+        format: "JPEG".to_string(),
+        message: message.into(),
+    }
+}
+
+/// Decodes a JPEG into upright RGB: (pixels, EXIF orientation to apply).
+pub(crate) fn decode_jpeg(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(RgbImage, Orientation), ImageError> {
+    match catch_unwind(AssertUnwindSafe(|| decode(bytes, limits))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("libjpeg failed");
+            Err(decode_error(
+                message.trim_start_matches("libjpeg fatal error: "),
+            ))
+        }
+    }
+}
+
+fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(RgbImage, Orientation), ImageError> {
+    let ran_out = Arc::new(AtomicBool::new(false));
+    let reader = EndTracking {
+        data: bytes,
+        ran_out: Arc::clone(&ran_out),
+    };
+    let io = |e: std::io::Error| decode_error(e.to_string());
+    let decompress = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
+        .from_reader(reader)
+        .map_err(io)?;
+    let (width, height) = decompress.size();
+    let pixels = width as u64 * height as u64;
+    if pixels > limits.max_pixels {
+        return Err(ImageError::TooManyPixels {
+            width: width as u32,
+            height: height as u32,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(ImageError::ZeroSized {
+            width: width as u32,
+            height: height as u32,
+        });
+    }
+    let mut orientation = Orientation::NoTransforms;
+    let mut adobe = false;
+    for marker in decompress.markers() {
+        match marker.marker {
+            Marker::APP(1) => {
+                if let Some(exif) = marker.data.strip_prefix(b"Exif\0\0") {
+                    orientation = Orientation::from_exif_chunk(exif).unwrap_or(orientation);
+                }
+            }
+            Marker::APP(14) => adobe |= marker.data.starts_with(b"Adobe"),
+            _ => {}
+        }
+    }
+    let rgb = match decompress.image().map_err(io)? {
+        Format::RGB(mut started) => {
+            let data = started.read_scanlines::<u8>().map_err(io)?;
+            started.finish().map_err(io)?;
+            data
+        }
+        Format::Gray(started) => {
+            // Replicate gray into RGB as PIL's convert("RGB") does.
+            let mut started = started;
+            let gray = started.read_scanlines::<u8>().map_err(io)?;
+            started.finish().map_err(io)?;
+            gray.iter().flat_map(|&g| [g, g, g]).collect()
+        }
+        Format::CMYK(mut started) => {
+            let cmyk = started.read_scanlines::<u8>().map_err(io)?;
+            started.finish().map_err(io)?;
+            cmyk_to_rgb(&cmyk, adobe)
+        }
+    };
+    if ran_out.load(Ordering::Relaxed) {
+        return Err(decode_error(
+            "the file is truncated: it ends before the image data does",
+        ));
+    }
+    let image = RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| decode_error("decoder returned fewer pixels than the header declares"))?;
+    Ok((image, orientation))
+}
+
+/// PIL's CMYK → RGB (`Convert.c: cmyk2rgb`). Adobe files store CMYK
+/// inverted, which PIL undoes on load (`CMYK;I`).
+fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
+    let muldiv255 = |a: u32, b: u32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    cmyk.chunks_exact(4)
+        .flat_map(|p| {
+            let v = |i: usize| {
+                if inverted {
+                    255 - p[i] as u32
+                } else {
+                    p[i] as u32
+                }
+            };
+            let nk = 255 - v(3);
+            [0, 1, 2].map(|c| nk.saturating_sub(muldiv255(v(c), nk)) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmyk_matches_pil_formula() {
+        // No ink is white; full black is black; pure cyan is (0, 255, 255).
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0], false), vec![255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 255], false), vec![0, 0, 0]);
+        assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0], false), vec![0, 255, 255]);
+        assert_eq!(
+            cmyk_to_rgb(&[255, 255, 255, 255], true),
+            vec![255, 255, 255]
+        );
+    }
+
+    #[test]
+    fn garbage_after_the_magic_is_an_error_not_a_panic() {
+        let e =
+            decode_jpeg(&[0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3], &DecodeLimits::default()).unwrap_err();
+        assert!(matches!(e, ImageError::Decode { .. }), "{e}");
+    }
+}

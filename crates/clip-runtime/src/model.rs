@@ -1,0 +1,636 @@
+//! A loaded CLIP model: both towers, the tokenizer, the preprocessing
+//! parameters and the text-embedding cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Deserialize;
+
+use crate::decode::{DecodeLimits, decode_rgb};
+use crate::error::{ClipError, ImageError, Result};
+use crate::options::{Dtype, ModelOptions};
+use crate::preprocess::PreprocessConfig;
+use crate::score::l2_normalize;
+use crate::tokenize::TextTokenizer;
+use crate::tower::{Float, Int, Port, ThreadConfig, Tower, float_tensor, int_tensor};
+
+/// A normalised embedding shared between queries.
+pub type Embedding = Arc<[f32]>;
+
+/// Texts per text-tower run when filling the cache.
+const TEXT_BATCH: usize = 64;
+
+/// The parts of `config.json` ClipQL reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Embedding dimension (`projection_dim`).
+    pub projection_dim: usize,
+    /// Text context length (`text_config.max_position_embeddings`).
+    pub context_length: usize,
+    /// Text vocabulary size (`text_config.vocab_size`).
+    pub vocab_size: usize,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    projection_dim: Option<usize>,
+    text_config: Option<TextConfigJson>,
+}
+
+#[derive(Deserialize)]
+struct TextConfigJson {
+    max_position_embeddings: Option<usize>,
+    vocab_size: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfigJson {
+    pad_token: Option<serde_json::Value>,
+}
+
+impl ModelConfig {
+    /// Reads `config.json` of a model directory, without loading any graph.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_file(&require(dir, "config.json", || {
+            "; is this a model directory in the HF / Transformers.js ONNX layout?".to_string()
+        })?)
+    }
+
+    fn from_file(path: &Path) -> Result<Self> {
+        let bad = |message: String| ClipError::ModelFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let j: ConfigJson = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let t = j.text_config;
+        Ok(Self {
+            projection_dim: j.projection_dim.unwrap_or(512),
+            context_length: t
+                .as_ref()
+                .and_then(|t| t.max_position_embeddings)
+                .unwrap_or(77),
+            vocab_size: t.as_ref().and_then(|t| t.vocab_size).unwrap_or(49408),
+        })
+    }
+}
+
+/// Counters for tests and diagnostics.
+#[derive(Debug, Default)]
+struct Counters {
+    vision_runs: AtomicU64,
+    images_embedded: AtomicU64,
+    text_runs: AtomicU64,
+    texts_embedded: AtomicU64,
+}
+
+/// A snapshot of a model's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelStats {
+    /// Vision-tower runs (one per batch).
+    pub vision_runs: u64,
+    /// Images successfully embedded.
+    pub images_embedded: u64,
+    /// Text-tower runs.
+    pub text_runs: u64,
+    /// Distinct texts embedded (cache misses).
+    pub texts_embedded: u64,
+}
+
+/// A CLIP model loaded from a directory in the HF / Transformers.js ONNX layout.
+pub struct ClipModel {
+    dir: PathBuf,
+    options: ModelOptions,
+    config: ModelConfig,
+    preprocess: PreprocessConfig,
+    tokenizer: TextTokenizer,
+    vision: Tower,
+    pixel_values: Port<Float>,
+    image_embeds: Port<Float>,
+    text: Tower,
+    input_ids: Port<Int>,
+    attention_mask: Option<Port<Int>>,
+    text_embeds: Port<Float>,
+    /// Fixed sequence length when the text graph declares one.
+    text_len: Option<usize>,
+    text_cache: Mutex<HashMap<String, Embedding>>,
+    /// Serialises cache fills so each distinct text reaches the tower once.
+    text_fill: Mutex<()>,
+    logit_scale: OnceLock<std::result::Result<f32, String>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for ClipModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipModel")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn require(dir: &Path, file: &str, hint: impl FnOnce() -> String) -> Result<PathBuf> {
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ClipError::ModelFileMissing {
+            dir: dir.to_path_buf(),
+            file: file.to_string(),
+            hint: hint(),
+        })
+    }
+}
+
+/// Which dtypes have both tower files in `dir`.
+pub fn available_dtypes(dir: &Path) -> Vec<Dtype> {
+    [Dtype::Fp32, Dtype::Quantized, Dtype::Fp16]
+        .into_iter()
+        .filter(|d| {
+            dir.join(d.file("vision_model")).is_file() && dir.join(d.file("text_model")).is_file()
+        })
+        .collect()
+}
+
+impl ClipModel {
+    /// Loads a model directory. Prefer [`crate::load_shared`], which loads
+    /// each (directory, options) once per process.
+    pub fn load(dir: &Path, options: ModelOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ClipError::ModelFileMissing {
+                dir: dir.to_path_buf(),
+                file: "(the directory itself)".into(),
+                hint: "; expected a folder in the HF / Transformers.js ONNX layout \
+                       (onnx/vision_model.onnx, onnx/text_model.onnx, tokenizer.json, \
+                       preprocessor_config.json, config.json)"
+                    .into(),
+            });
+        }
+        let layout_hint = || {
+            "; ClipQL reads the HF / Transformers.js ONNX layout, as published for Xenova/clip-vit-base-patch32".to_string()
+        };
+        let config = ModelConfig::from_file(&require(dir, "config.json", layout_hint)?)?;
+        let preprocess =
+            PreprocessConfig::from_file(&require(dir, "preprocessor_config.json", layout_hint)?)?;
+        let tokenizer_path = require(dir, "tokenizer.json", layout_hint)?;
+        let pad_token = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<TokenizerConfigJson>(&t).ok())
+            .and_then(|c| match c.pad_token {
+                Some(serde_json::Value::String(s)) => Some(s),
+                Some(serde_json::Value::Object(o)) => o
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string),
+                _ => None,
+            });
+        let tokenizer =
+            TextTokenizer::from_file(&tokenizer_path, config.context_length, pad_token.as_deref())?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ClipError::ModelFile {
+                path: tokenizer_path,
+                message: format!(
+                    "the tokenizer has {} tokens but the text model's vocabulary has {}: \
+                     tokenizer.json does not belong to this model",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            });
+        }
+        let dtype_hint = || {
+            let have = available_dtypes(dir);
+            if have.is_empty() {
+                "; no tower files found under onnx/".to_string()
+            } else {
+                format!(
+                    "; this directory has dtype {} (set clip.dtype / --dtype accordingly)",
+                    have.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        let vision_path = require(dir, &options.dtype.file("vision_model"), dtype_hint)?;
+        let text_path = require(dir, &options.dtype.file("text_model"), dtype_hint)?;
+        let threads = ThreadConfig {
+            intra_threads: options.resolved_intra_threads(),
+            sessions: options.sessions,
+        };
+        let vision = Tower::load(&vision_path, threads)?;
+        let pixel_values = vision.float_input(&["pixel_values"])?;
+        vision.only_inputs(&["pixel_values"])?;
+        let image_embeds = vision.float_output("image_embeds")?;
+        if let (Some((ch, cw)), [_, _, h, w]) = (preprocess.crop, pixel_values.shape.as_slice())
+            && *h > 0
+            && *w > 0
+            && (*h as u32, *w as u32) != (ch, cw)
+        {
+            return Err(ClipError::Graph {
+                path: vision_path,
+                message: format!(
+                    "pixel_values is {h}x{w} but preprocessor_config.json crops to {ch}x{cw}"
+                ),
+            });
+        }
+        let text = Tower::load(&text_path, threads)?;
+        let input_ids = text
+            .int_input(&["input_ids"], true)?
+            .ok_or_else(|| ClipError::Graph {
+                path: text_path.clone(),
+                message: "expected an input named input_ids".into(),
+            })?;
+        let attention_mask = text.int_input(&["attention_mask"], false)?;
+        text.only_inputs(&["input_ids", "attention_mask"])?;
+        let text_embeds = text.float_output("text_embeds")?;
+        let text_len = match input_ids.shape.as_slice() {
+            [_, n] if *n > 0 => Some(*n as usize),
+            _ => None,
+        };
+        for (port, path) in [(&image_embeds, &vision_path), (&text_embeds, &text_path)] {
+            if let Some(&d) = port.shape.last()
+                && d > 0
+                && d as usize != config.projection_dim
+            {
+                return Err(ClipError::Graph {
+                    path: path.clone(),
+                    message: format!(
+                        "{} has dimension {d} but config.json's projection_dim is {}",
+                        port.name, config.projection_dim
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            options,
+            config,
+            preprocess,
+            tokenizer,
+            vision,
+            pixel_values,
+            image_embeds,
+            text,
+            input_ids,
+            attention_mask,
+            text_embeds,
+            text_len,
+            text_cache: Mutex::new(HashMap::new()),
+            text_fill: Mutex::new(()),
+            logit_scale: OnceLock::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was loaded with.
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
+    }
+
+    /// Facts from `config.json`.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.config.projection_dim
+    }
+
+    /// The preprocessing parameters.
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        &self.preprocess
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Counters since load.
+    pub fn stats(&self) -> ModelStats {
+        let c = &self.counters;
+        ModelStats {
+            vision_runs: c.vision_runs.load(Ordering::Relaxed),
+            images_embedded: c.images_embedded.load(Ordering::Relaxed),
+            text_runs: c.text_runs.load(Ordering::Relaxed),
+            texts_embedded: c.texts_embedded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Decodes and preprocesses one image into CHW `f32` (`pixel_values`).
+    pub fn pixel_values(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+    ) -> std::result::Result<Vec<f32>, ImageError> {
+        let rgb = decode_rgb(bytes, limits)?;
+        let mut out = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
+        self.preprocess.apply(&rgb, &mut out)?;
+        Ok(out)
+    }
+
+    /// Embeds encoded images, `batch_size` at a time through the vision tower.
+    ///
+    /// The outer `Result` is for failures of the model itself; each image has
+    /// its own inner `Result`, so one bad image never fails the others.
+    pub fn embed_images(
+        &self,
+        images: &[&[u8]],
+        batch_size: usize,
+        limits: &DecodeLimits,
+    ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
+        let mut results = Vec::with_capacity(images.len());
+        for chunk in images.chunks(batch_size.max(1)) {
+            let pixels: Vec<_> = chunk.iter().map(|b| self.pixel_values(b, limits)).collect();
+            results.extend(self.embed_pixel_values(pixels)?);
+        }
+        Ok(results)
+    }
+
+    /// Runs already-preprocessed images (one batch) through the vision tower.
+    /// Errors pass through in place.
+    pub fn embed_pixel_values(
+        &self,
+        pixels: Vec<std::result::Result<Vec<f32>, ImageError>>,
+    ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
+        let (h, w) = self.preprocess.crop.unwrap_or((0, 0));
+        let per_image = self.preprocess.fixed_len();
+        let mut results: Vec<std::result::Result<Embedding, ImageError>> =
+            Vec::with_capacity(pixels.len());
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for (i, p) in pixels.into_iter().enumerate() {
+            match p {
+                Ok(values) if Some(values.len()) == per_image => {
+                    batch.extend_from_slice(&values);
+                    slots.push(i);
+                    results.push(Err(ImageError::Inference("pending".into())));
+                }
+                Ok(values) => {
+                    // Without a centre crop every image has its own size, so
+                    // each runs alone.
+                    let (hh, ww) = self.square_side(values.len());
+                    let mut emb = self.run_vision(values, 1, hh, ww)?;
+                    results.push(Ok(emb.remove(0)));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !slots.is_empty() {
+            let embeddings = self.run_vision(batch, slots.len(), h as usize, w as usize)?;
+            for (slot, emb) in slots.into_iter().zip(embeddings) {
+                results[slot] = Ok(emb);
+            }
+        }
+        Ok(results)
+    }
+
+    fn square_side(&self, len: usize) -> (usize, usize) {
+        let side = ((len / 3) as f64).sqrt() as usize;
+        (side, side)
+    }
+
+    fn run_vision(&self, data: Vec<f32>, n: usize, h: usize, w: usize) -> Result<Vec<Embedding>> {
+        let input = float_tensor(
+            &self.pixel_values,
+            vec![n as i64, 3, h as i64, w as i64],
+            data,
+        )?;
+        let mut out = self.vision.run(
+            vec![(self.pixel_values.name.clone(), input)],
+            &[&self.image_embeds],
+            "running the vision tower",
+        )?;
+        let (shape, data) = out.remove(0);
+        let embeddings = self.split_rows(&self.vision, &shape, data, n)?;
+        self.counters.vision_runs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .images_embedded
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(embeddings)
+    }
+
+    fn split_rows(
+        &self,
+        tower: &Tower,
+        shape: &[i64],
+        data: Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<Embedding>> {
+        let dim = self.config.projection_dim;
+        if shape != [n as i64, dim as i64] {
+            return Err(ClipError::Graph {
+                path: tower.path.clone(),
+                message: format!(
+                    "output has shape {shape:?}, expected [{n}, {dim}] (config.json projection_dim = {dim})"
+                ),
+            });
+        }
+        Ok(data
+            .chunks_exact(dim)
+            .map(|row| {
+                let mut row = row.to_vec();
+                l2_normalize(&mut row);
+                Embedding::from(row)
+            })
+            .collect())
+    }
+
+    /// Normalised text embeddings, from the cache or the text tower. Each
+    /// distinct text runs through the tower once per model, however many
+    /// batches or queries ask for it.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let lookup = |cache: &HashMap<String, Embedding>| -> Option<Vec<Embedding>> {
+            texts.iter().map(|t| cache.get(*t).cloned()).collect()
+        };
+        if let Some(hit) = lookup(&self.cache()) {
+            return Ok(hit);
+        }
+        let _fill = self.text_fill.lock().unwrap_or_else(|p| p.into_inner());
+        let missing: Vec<&str> = {
+            let cache = self.cache();
+            let mut seen = std::collections::HashSet::new();
+            texts
+                .iter()
+                .copied()
+                .filter(|t| !cache.contains_key(*t) && seen.insert(*t))
+                .collect()
+        };
+        for chunk in missing.chunks(TEXT_BATCH) {
+            let embeddings = self.run_text(chunk)?;
+            let mut cache = self.cache();
+            for (t, e) in chunk.iter().zip(embeddings) {
+                cache.insert((*t).to_string(), e);
+            }
+        }
+        lookup(&self.cache()).ok_or_else(|| ClipError::Tokenizer("text cache lost an entry".into()))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Embedding>> {
+        self.text_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_text(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let batch = self.tokenizer.encode_batch(texts, self.text_len)?;
+        let shape = vec![batch.rows as i64, batch.len as i64];
+        let mut inputs = vec![(
+            self.input_ids.name.clone(),
+            int_tensor(&self.input_ids, shape.clone(), batch.ids)?,
+        )];
+        if let Some(mask) = &self.attention_mask {
+            inputs.push((mask.name.clone(), int_tensor(mask, shape, batch.mask)?));
+        }
+        let mut out = self
+            .text
+            .run(inputs, &[&self.text_embeds], "running the text tower")?;
+        let (shape, data) = out.remove(0);
+        let embeddings = self.split_rows(&self.text, &shape, data, texts.len())?;
+        self.counters.text_runs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .texts_embedded
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        Ok(embeddings)
+    }
+
+    /// The model's trained `logit_scale` (already exponentiated, e.g. 100).
+    ///
+    /// Split-tower exports do not contain it, and `config.json` only records
+    /// `logit_scale_init_value` (2.6592, the value training *started* from).
+    /// The trained value lives in the combined export `onnx/model.onnx`,
+    /// constant-folded into the multiplier of its `logits_per_image`. We
+    /// measure it once: run the combined graph on a probe image and probe
+    /// texts and divide `logits_per_image` by the cosine of the embeddings it
+    /// returns.
+    pub fn logit_scale(&self) -> Result<f32> {
+        self.logit_scale
+            .get_or_init(|| self.measure_logit_scale().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|reason| ClipError::LogitScale {
+                dir: self.dir.clone(),
+                reason,
+            })
+    }
+
+    fn measure_logit_scale(&self) -> Result<f32> {
+        let candidates = [
+            self.options.dtype,
+            Dtype::Fp32,
+            Dtype::Quantized,
+            Dtype::Fp16,
+        ];
+        let path = candidates
+            .iter()
+            .map(|d| self.dir.join(d.file("model")))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ClipError::ModelFileMissing {
+                dir: self.dir.clone(),
+                file: "onnx/model.onnx".into(),
+                hint: String::new(),
+            })?;
+        let tower = Tower::load(
+            &path,
+            ThreadConfig {
+                intra_threads: self.options.resolved_intra_threads(),
+                sessions: 1,
+            },
+        )?;
+        let pixels_port = tower.float_input(&["pixel_values"])?;
+        let ids_port = tower
+            .int_input(&["input_ids"], true)?
+            .ok_or_else(|| ClipError::Graph {
+                path: path.clone(),
+                message: "expected an input named input_ids".into(),
+            })?;
+        let mask_port = tower.int_input(&["attention_mask"], false)?;
+        let logits_port = tower.float_output("logits_per_image")?;
+        let image_port = tower.float_output("image_embeds")?;
+        let text_port = tower.float_output("text_embeds")?;
+
+        let (h, w) = self.preprocess.crop.unwrap_or((224, 224));
+        let n = 3 * h as usize * w as usize;
+        // A smooth, deterministic probe image in normalised units.
+        let probe: Vec<f32> = (0..n)
+            .map(|i| ((i % 997) as f32 / 997.0 - 0.5) * 2.0)
+            .collect();
+        let texts = [
+            "a photo of a cat",
+            "a diagram of a circuit",
+            "the number seven",
+        ];
+        let fixed = match ids_port.shape.as_slice() {
+            [_, n] if *n > 0 => Some(*n as usize),
+            _ => None,
+        };
+        let batch = self.tokenizer.encode_batch(&texts, fixed)?;
+        let shape = vec![batch.rows as i64, batch.len as i64];
+        let mut inputs = vec![
+            (
+                pixels_port.name.clone(),
+                float_tensor(&pixels_port, vec![1, 3, h as i64, w as i64], probe)?,
+            ),
+            (
+                ids_port.name.clone(),
+                int_tensor(&ids_port, shape.clone(), batch.ids)?,
+            ),
+        ];
+        if let Some(mask) = &mask_port {
+            inputs.push((mask.name.clone(), int_tensor(mask, shape, batch.mask)?));
+        }
+        let out = tower.run(
+            inputs,
+            &[&logits_port, &image_port, &text_port],
+            "measuring logit_scale with the combined graph",
+        )?;
+        let logits = &out[0].1;
+        let mut image = out[1].1.clone();
+        l2_normalize(&mut image);
+        let dim = image.len();
+        let (best_cos, best_logit) = out[2]
+            .1
+            .chunks_exact(dim.max(1))
+            .zip(logits)
+            .map(|(t, &logit)| {
+                let mut t = t.to_vec();
+                l2_normalize(&mut t);
+                (crate::score::dot(&image, &t), logit)
+            })
+            .max_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
+            .ok_or_else(|| ClipError::Graph {
+                path: path.clone(),
+                message: "logits_per_image is empty".into(),
+            })?;
+        if best_cos.abs() < 1e-4 {
+            return Err(ClipError::Graph {
+                path,
+                message: "probe embeddings are orthogonal; cannot recover logit_scale".into(),
+            });
+        }
+        Ok(best_logit / best_cos)
+    }
+}
+
+/// Loads each (directory, options) once per process and shares it.
+pub fn load_shared(dir: &Path, options: ModelOptions) -> Result<Arc<ClipModel>> {
+    type Registry = Mutex<HashMap<(PathBuf, ModelOptions), Arc<ClipModel>>>;
+    static MODELS: OnceLock<Registry> = OnceLock::new();
+    let key_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let registry = MODELS.get_or_init(Default::default);
+    // Holding the lock while loading makes concurrent first uses wait for one
+    // load instead of each loading its own copy.
+    let mut models = registry.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(model) = models.get(&(key_dir.clone(), options)) {
+        return Ok(Arc::clone(model));
+    }
+    let model = Arc::new(ClipModel::load(dir, options)?);
+    models.insert((key_dir, options), Arc::clone(&model));
+    Ok(model)
+}

@@ -1,0 +1,187 @@
+//! Finding and loading the ONNX Runtime shared library.
+//!
+//! ClipQL links ONNX Runtime dynamically (`ort`'s `load-dynamic`), so the
+//! library is looked up at run time, in this order:
+//!
+//! 1. `ORT_DYLIB_PATH`, a path to the library file;
+//! 2. the project-local folder that `cargo xtask setup` fills from the pinned
+//!    `onnxruntime` wheel on PyPI: `.clipql/onnxruntime/` next to the running
+//!    executable's ancestors, the current directory's ancestors, or the
+//!    source checkout this crate was built from;
+//! 3. otherwise a [`ClipError::RuntimeMissing`] naming the set-up command.
+//!
+//! `ort` would panic on a failed `dlopen`, so the path is resolved and checked
+//! here first.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::{ClipError, Result};
+
+/// The ONNX Runtime version `cargo xtask setup` provisions.
+pub const PINNED_ONNXRUNTIME_VERSION: &str = "1.32.0";
+
+/// The project-local folder (relative to a checkout) holding the library.
+pub const PROVISIONED_DIR: &str = ".clipql/onnxruntime";
+
+/// Environment variable that overrides the library location.
+pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+struct Loaded {
+    env: ort::environment::Environment,
+    path: PathBuf,
+    version: String,
+}
+
+static RUNTIME: OnceLock<std::result::Result<Loaded, String>> = OnceLock::new();
+
+/// Where the ONNX Runtime library would be loaded from, without loading it.
+pub fn locate_library() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(DYLIB_ENV) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(missing(format!(
+            "{DYLIB_ENV} is set to {}, which is not a file",
+            path.display()
+        )));
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    for root in &roots {
+        if let Some(lib) = library_in(&root.join(PROVISIONED_DIR)) {
+            return Ok(lib);
+        }
+    }
+    Err(missing(format!(
+        "{DYLIB_ENV} is unset and no {PROVISIONED_DIR}/libonnxruntime.so* was found \
+         above the executable or the current directory"
+    )))
+}
+
+/// The library file in a provisioned folder, if there is one.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib")
+        })
+        .collect();
+    // Prefer the fully versioned name (libonnxruntime.so.1.32.0) over links.
+    candidates.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    candidates.into_iter().next()
+}
+
+fn missing(reason: String) -> ClipError {
+    ClipError::RuntimeMissing {
+        reason,
+        min_minor: ort::MINOR_VERSION,
+    }
+}
+
+fn load() -> std::result::Result<Loaded, String> {
+    let path = locate_library().map_err(|e| e.to_string())?;
+    let builder = ort::init_from(&path).map_err(|e| missing(e.to_string()).to_string())?;
+    let env = builder
+        .with_name("clipql")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| ClipError::onnx("creating the ONNX Runtime environment", e).to_string())?;
+    let version = version_from_build_info(ort::info())
+        .or_else(|| version_from_file_name(&path))
+        .unwrap_or_else(|| "unknown".to_string());
+    Ok(Loaded { env, path, version })
+}
+
+fn loaded() -> Result<&'static Loaded> {
+    RUNTIME.get_or_init(load).as_ref().map_err(|reason| {
+        // `load` already formatted a complete ClipError message.
+        ClipError::Onnx {
+            context: "loading ONNX Runtime".to_string(),
+            message: reason.clone(),
+        }
+    })
+}
+
+/// The process-wide ONNX Runtime environment, loading the library on first use.
+pub fn environment() -> Result<&'static ort::environment::Environment> {
+    loaded().map(|l| &l.env)
+}
+
+/// Facts about the loaded ONNX Runtime, for `--version` and diagnostics.
+#[derive(Debug, Clone)]
+pub struct RuntimeInfo {
+    /// The library that was loaded.
+    pub path: PathBuf,
+    /// Its version, e.g. `1.32.0`.
+    pub version: String,
+}
+
+/// Loads ONNX Runtime if needed and describes it.
+pub fn runtime_info() -> Result<RuntimeInfo> {
+    loaded().map(|l| RuntimeInfo {
+        path: l.path.clone(),
+        version: l.version.clone(),
+    })
+}
+
+/// `ORT Build Info: git-branch=rel-1.32.0, ...` → `1.32.0`.
+fn version_from_build_info(info: &str) -> Option<String> {
+    let start = info.find("rel-")? + 4;
+    let rest = &info[start..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| rest[..end].to_string())
+}
+
+/// `libonnxruntime.so.1.32.0` → `1.32.0`.
+fn version_from_file_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let v = name.strip_prefix("libonnxruntime.so.")?;
+    (v.split('.').count() == 3).then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(
+            version_from_build_info("ORT Build Info: git-branch=rel-1.32.0, git-commit-id=abc"),
+            Some("1.32.0".to_string())
+        );
+        assert_eq!(version_from_build_info("no branch"), None);
+        assert_eq!(
+            version_from_file_name(Path::new("/x/libonnxruntime.so.1.32.0")),
+            Some("1.32.0".to_string())
+        );
+        assert_eq!(
+            version_from_file_name(Path::new("/x/libonnxruntime.so")),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_the_versioned_library_in_a_folder() {
+        let dir = std::env::temp_dir().join(format!("clipql-ort-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("libonnxruntime.so.1"), b"").unwrap();
+        std::fs::write(dir.join("libonnxruntime.so.1.32.0"), b"").unwrap();
+        std::fs::write(dir.join("README"), b"").unwrap();
+        assert_eq!(library_in(&dir), Some(dir.join("libonnxruntime.so.1.32.0")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(library_in(&dir), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Options that pick a model's files and shape its ONNX sessions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::ClipError;
+
+/// Which tower files to load: `onnx/<tower>{,_quantized,_fp16}.onnx`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// `vision_model.onnx`, `text_model.onnx`.
+    #[default]
+    Fp32,
+    /// `*_quantized.onnx` (dynamically int8-quantized weights).
+    Quantized,
+    /// `*_fp16.onnx` (half-precision weights; float16 inputs are converted).
+    Fp16,
+}
+
+impl Dtype {
+    /// The file-name suffix of this variant.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Fp32 => "",
+            Self::Quantized => "_quantized",
+            Self::Fp16 => "_fp16",
+        }
+    }
+
+    /// The ONNX file of a tower (`vision_model`, `text_model`, `model`).
+    pub fn file(self, tower: &str) -> String {
+        format!("onnx/{tower}{}.onnx", self.suffix())
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fp32 => "fp32",
+            Self::Quantized => "quantized",
+            Self::Fp16 => "fp16",
+        })
+    }
+}
+
+impl FromStr for Dtype {
+    type Err = ClipError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Ok(Self::Fp32),
+            "quantized" | "q8" | "int8" => Ok(Self::Quantized),
+            "fp16" | "float16" => Ok(Self::Fp16),
+            _ => Err(ClipError::InvalidOption {
+                name: "dtype".into(),
+                value: s.into(),
+                message: "expected fp32, quantized or fp16".into(),
+            }),
+        }
+    }
+}
+
+/// How a model is loaded. Two loads with equal options share one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ModelOptions {
+    /// Tower file variant.
+    pub dtype: Dtype,
+    /// ONNX Runtime intra-op threads per session; 0 means one per core.
+    pub intra_threads: usize,
+    /// Sessions per tower. Each can run one batch at a time; more sessions
+    /// let concurrent partitions infer in parallel at the cost of memory.
+    pub sessions: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            dtype: Dtype::Fp32,
+            intra_threads: 0,
+            sessions: 1,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// Sets [`ModelOptions::dtype`].
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Sets [`ModelOptions::intra_threads`].
+    pub fn with_intra_threads(mut self, threads: usize) -> Self {
+        self.intra_threads = threads;
+        self
+    }
+
+    /// Sets [`ModelOptions::sessions`].
+    pub fn with_sessions(mut self, sessions: usize) -> Self {
+        self.sessions = sessions.max(1);
+        self
+    }
+
+    /// Intra-op threads with 0 resolved to the number of cores, divided
+    /// between the sessions so that they never oversubscribe the machine.
+    pub fn resolved_intra_threads(&self) -> usize {
+        if self.intra_threads > 0 {
+            return self.intra_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.sessions.max(1)).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtype_round_trips_and_names_files() {
+        for d in [Dtype::Fp32, Dtype::Quantized, Dtype::Fp16] {
+            assert_eq!(d.to_string().parse::<Dtype>().unwrap(), d);
+        }
+        assert_eq!(
+            Dtype::Quantized.file("vision_model"),
+            "onnx/vision_model_quantized.onnx"
+        );
+        assert_eq!(Dtype::Fp32.file("text_model"), "onnx/text_model.onnx");
+        let err = "int4".parse::<Dtype>().unwrap_err().to_string();
+        assert!(err.contains("expected fp32, quantized or fp16"), "{err}");
+    }
+
+    #[test]
+    fn threads_are_shared_between_sessions() {
+        let o = ModelOptions::default().with_intra_threads(3);
+        assert_eq!(o.resolved_intra_threads(), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let o = ModelOptions::default().with_sessions(cores * 2);
+        assert_eq!(o.resolved_intra_threads(), 1);
+    }
+}

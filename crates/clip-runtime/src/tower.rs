@@ -1,0 +1,300 @@
+//! One ONNX tower (vision or text): a small pool of ORT sessions plus the
+//! names and element types of the inputs and output ClipQL uses.
+//!
+//! `Session::run` takes `&mut self`, so each session sits behind its own
+//! `Mutex`. A run takes whichever session is free, or waits for one; locks
+//! are never held across an `.await` (every caller is synchronous).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use half::f16;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+use crate::error::{ClipError, Result};
+
+/// Thread settings for each ORT session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ThreadConfig {
+    pub intra_threads: usize,
+    pub sessions: usize,
+}
+
+/// Element type of a float tensor the graph reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Float {
+    F32,
+    F16,
+}
+
+/// Element type of an integer tensor the graph reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Int {
+    I64,
+    I32,
+}
+
+/// An input's name, element type and static shape (-1 where dynamic).
+#[derive(Debug, Clone)]
+pub(crate) struct Port<T> {
+    pub name: String,
+    pub ty: T,
+    pub shape: Vec<i64>,
+}
+
+pub(crate) struct Tower {
+    pub path: PathBuf,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl Tower {
+    pub fn load(path: &Path, threads: ThreadConfig) -> Result<Self> {
+        let env = crate::onnxruntime::environment()?;
+        let ctx = || format!("loading {}", path.display());
+        let sessions = (0..threads.sessions.max(1))
+            .map(|_| {
+                let mut builder = Session::builder(env).map_err(|e| ClipError::onnx(ctx(), e))?;
+                builder = builder
+                    .with_optimization_level(GraphOptimizationLevel::Level3)
+                    .map_err(|e| ClipError::onnx(ctx(), e))?
+                    .with_intra_threads(threads.intra_threads.max(1))
+                    .map_err(|e| ClipError::onnx(ctx(), e))?
+                    .with_inter_threads(1)
+                    .map_err(|e| ClipError::onnx(ctx(), e))?
+                    // Spinning threads would steal the cores that decode the
+                    // next batch while this one runs.
+                    .with_intra_op_spinning(false)
+                    .map_err(|e| ClipError::onnx(ctx(), e))?;
+                builder
+                    .commit_from_file(path)
+                    .map(Mutex::new)
+                    .map_err(|e| ClipError::onnx(ctx(), e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            sessions,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn graph_err(&self, message: String) -> ClipError {
+        ClipError::Graph {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    fn first(&self) -> MutexGuard<'_, Session> {
+        self.sessions[0]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn describe(&self) -> String {
+        let s = self.first();
+        let names = |o: &[ort::value::Outlet]| {
+            o.iter()
+                .map(|o| o.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "inputs [{}], outputs [{}]",
+            names(s.inputs()),
+            names(s.outputs())
+        )
+    }
+
+    /// The named input (or the only input when `name` is absent and there is one).
+    fn find_input(&self, names: &[&str], required: bool) -> Result<Option<(String, ValueType)>> {
+        let s = self.first();
+        let found = s
+            .inputs()
+            .iter()
+            .find(|i| names.contains(&i.name()))
+            .map(|i| (i.name().to_string(), i.dtype().clone()));
+        drop(s);
+        match found {
+            Some(f) => Ok(Some(f)),
+            None if required => Err(self.graph_err(format!(
+                "expected an input named {}; the graph has {}",
+                names.join(" or "),
+                self.describe()
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn float_input(&self, names: &[&str]) -> Result<Port<Float>> {
+        let (name, ty) = self.find_input(names, true)?.ok_or_else(|| {
+            self.graph_err(format!("expected an input named {}", names.join(" or ")))
+        })?;
+        let (elem, shape) = tensor_type(&ty)
+            .ok_or_else(|| self.graph_err(format!("input {name} is not a tensor")))?;
+        let ty = match elem {
+            TensorElementType::Float32 => Float::F32,
+            TensorElementType::Float16 => Float::F16,
+            other => {
+                return Err(self.graph_err(format!(
+                    "input {name} has element type {other:?}, expected float32 or float16"
+                )));
+            }
+        };
+        Ok(Port { name, ty, shape })
+    }
+
+    pub fn int_input(&self, names: &[&str], required: bool) -> Result<Option<Port<Int>>> {
+        let Some((name, ty)) = self.find_input(names, required)? else {
+            return Ok(None);
+        };
+        let (elem, shape) = tensor_type(&ty)
+            .ok_or_else(|| self.graph_err(format!("input {name} is not a tensor")))?;
+        let ty = match elem {
+            TensorElementType::Int64 => Int::I64,
+            TensorElementType::Int32 => Int::I32,
+            other => {
+                return Err(self.graph_err(format!(
+                    "input {name} has element type {other:?}, expected int64 or int32"
+                )));
+            }
+        };
+        Ok(Some(Port { name, ty, shape }))
+    }
+
+    /// Checks that the graph has no inputs beyond `known`.
+    pub fn only_inputs(&self, known: &[&str]) -> Result<()> {
+        let s = self.first();
+        let extra: Vec<String> = s
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .filter(|n| !known.contains(&n.as_str()))
+            .collect();
+        drop(s);
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            Err(self.graph_err(format!(
+                "unexpected input(s) {}; ClipQL feeds only {}",
+                extra.join(", "),
+                known.join(", ")
+            )))
+        }
+    }
+
+    pub fn float_output(&self, name: &str) -> Result<Port<Float>> {
+        let s = self.first();
+        let found = s
+            .outputs()
+            .iter()
+            .find(|o| o.name() == name)
+            .map(|o| o.dtype().clone());
+        drop(s);
+        let ty = found.ok_or_else(|| {
+            self.graph_err(format!(
+                "expected an output named {name}; the graph has {}",
+                self.describe()
+            ))
+        })?;
+        let (elem, shape) = tensor_type(&ty)
+            .ok_or_else(|| self.graph_err(format!("output {name} is not a tensor")))?;
+        let ty = match elem {
+            TensorElementType::Float32 => Float::F32,
+            TensorElementType::Float16 => Float::F16,
+            other => {
+                return Err(self.graph_err(format!(
+                    "output {name} has element type {other:?}, expected float32 or float16"
+                )));
+            }
+        };
+        Ok(Port {
+            name: name.to_string(),
+            ty,
+            shape,
+        })
+    }
+
+    /// Locks a free session, or waits for the next one in turn.
+    fn acquire(&self) -> MutexGuard<'_, Session> {
+        for s in &self.sessions {
+            if let Ok(guard) = s.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+        self.sessions[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs the graph and returns the requested float outputs as `f32`
+    /// (row-major data plus shape), in the order asked for.
+    pub fn run(
+        &self,
+        inputs: Vec<(String, DynValue)>,
+        outputs: &[&Port<Float>],
+        context: &str,
+    ) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
+        let mut session = self.acquire();
+        let result = session
+            .run(inputs)
+            .map_err(|e| ClipError::onnx(format!("{context} ({})", self.path.display()), e))?;
+        outputs
+            .iter()
+            .map(|port| {
+                let value = result.get(&port.name).ok_or_else(|| {
+                    self.graph_err(format!("output {} missing from the result", port.name))
+                })?;
+                let extracted = match port.ty {
+                    Float::F32 => value
+                        .try_extract_tensor::<f32>()
+                        .map(|(shape, data)| (shape.to_vec(), data.to_vec())),
+                    Float::F16 => value.try_extract_tensor::<f16>().map(|(shape, data)| {
+                        (shape.to_vec(), data.iter().map(|v| v.to_f32()).collect())
+                    }),
+                };
+                extracted.map_err(|e| ClipError::onnx(format!("reading output {}", port.name), e))
+            })
+            .collect()
+    }
+}
+
+fn tensor_type(ty: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.to_vec())),
+        _ => None,
+    }
+}
+
+/// Builds a float tensor of the port's element type.
+pub(crate) fn float_tensor(
+    port: &Port<Float>,
+    shape: Vec<i64>,
+    data: Vec<f32>,
+) -> Result<DynValue> {
+    let ctx = |e: ort::Error| ClipError::onnx(format!("creating input {}", port.name), e);
+    Ok(match port.ty {
+        Float::F32 => Tensor::from_array((shape, data)).map_err(ctx)?.into_dyn(),
+        Float::F16 => {
+            let data: Vec<f16> = data.into_iter().map(f16::from_f32).collect();
+            Tensor::from_array((shape, data)).map_err(ctx)?.into_dyn()
+        }
+    })
+}
+
+/// Builds an integer tensor of the port's element type.
+pub(crate) fn int_tensor(port: &Port<Int>, shape: Vec<i64>, data: Vec<i64>) -> Result<DynValue> {
+    let ctx = |e: ort::Error| ClipError::onnx(format!("creating input {}", port.name), e);
+    Ok(match port.ty {
+        Int::I64 => Tensor::from_array((shape, data)).map_err(ctx)?.into_dyn(),
+        Int::I32 => {
+            let data: Vec<i32> = data.into_iter().map(|v| v as i32).collect();
+            Tensor::from_array((shape, data)).map_err(ctx)?.into_dyn()
+        }
+    })
+}

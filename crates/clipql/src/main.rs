@@ -1,0 +1,153 @@
+//! `clipql`: CLIP zero-shot image classification over image collections, in SQL.
+//!
+//! This binary parses arguments and wires `datafusion-clip` into a
+//! DataFusion session; the work happens in the library crates.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
+
+/// Run CLIP zero-shot image classification over image collections with SQL.
+#[derive(Debug, Parser)]
+#[command(name = "clipql", disable_version_flag = true)]
+struct Cli {
+    /// Print the ClipQL, DataFusion and ONNX Runtime versions.
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL statements; the last statement's result is printed.
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// Model directory (sets clip.model).
+    #[arg(long, env = "CLIPQL_MODEL")]
+    model: Option<PathBuf>,
+
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// SQL to run: one or more statements separated by `;`.
+    #[arg(
+        short = 'c',
+        long = "command",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
+    command: Option<String>,
+
+    /// A file of SQL statements to run.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+}
+
+/// Output formats of `clipql sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header; nested values are written as text.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+fn version() -> String {
+    let ort = match clip_runtime::onnxruntime::runtime_info() {
+        Ok(info) => format!("{} ({})", info.version, info.path.display()),
+        Err(e) => format!("not available: {e}"),
+    };
+    format!(
+        "clipql {}\nDataFusion {}\nONNX Runtime {ort}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    )
+}
+
+async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
+    let mut config = datafusion_clip::session_config();
+    if let Some(model) = &args.model {
+        config = config.set_str("clip.model", &model.to_string_lossy());
+    }
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
+    datafusion_clip::register_all(&ctx)?;
+    let sql = match (&args.command, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            DataFusionError::IoError(e).context(format!("reading {}", file.display()))
+        })?,
+        (None, None) => return Err(DataFusionError::Plan("give SQL with -c or -f".into())),
+    };
+    let statements = DFParser::parse_sql(&sql)?;
+    if statements.is_empty() {
+        return Err(DataFusionError::Plan("no SQL statement given".into()));
+    }
+    let count = statements.len();
+    let mut last = None;
+    for (i, statement) in statements.into_iter().enumerate() {
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| e.context(format!("statement {} of {count}", i + 1)))?;
+        last = Some(batches);
+    }
+    let batches = last.unwrap_or_default();
+    let mut stdout = std::io::stdout().lock();
+    output::write(&mut stdout, &batches, args.format)
+}
+
+fn print_error(e: &dyn std::error::Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("{}", version());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("clipql: give a command; see clipql --help");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Sql(args) => runtime.block_on(run_sql(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}

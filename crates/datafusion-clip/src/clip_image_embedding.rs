@@ -1,0 +1,95 @@
+//! `clip_image_embedding(image) -> FixedSizeList<Float32, D>`: the
+//! L2-normalised CLIP embedding of each image (`D` is the model's
+//! `projection_dim`, 512 for ViT-B/32).
+//!
+//! ```sql
+//! CREATE TABLE embeddings AS
+//! SELECT path, clip_image_embedding(image) AS embedding FROM images;
+//! ```
+//!
+//! Store these once, then label them any number of times with
+//! `clip_classify_embedding` without decoding an image again.
+
+use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::Result;
+use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use crate::common::{
+    check_arity, check_image_type, embed_image_rows, embedding_array, embedding_type,
+    nullable_field, usable,
+};
+use crate::options::ClipOptions;
+use crate::planning::PlanningContext;
+
+/// `clip_image_embedding(image)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClipImageEmbedding {
+    signature: Signature,
+    planning: PlanningContext,
+}
+
+impl Default for ClipImageEmbedding {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClipImageEmbedding {
+    /// A new instance; `register_all` gives it the session's config.
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Stable),
+            planning: PlanningContext::default(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ClipImageEmbedding {
+    fn name(&self) -> &str {
+        "clip_image_embedding"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        check_arity(self.name(), arg_types, 1, "clip_image_embedding(image)")?;
+        check_image_type(self.name(), &arg_types[0])?;
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(embedding_type(self.planning.dim(self.name())?))
+    }
+
+    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(nullable_field(
+            self.name(),
+            embedding_type(self.planning.dim(self.name())?),
+        ))
+    }
+
+    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
+        Some(ScalarUDF::new_from_impl(Self {
+            planning: PlanningContext::from_config(config),
+            ..self.clone()
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let options = ClipOptions::from_config(&args.config_options);
+        let model = options.model(self.name())?;
+        let images = embed_image_rows(&model, &options, &args.args[0], args.number_rows)?;
+        let rows = images
+            .iter()
+            .enumerate()
+            .map(|(row, outcome)| usable(self.name(), &options, row, outcome))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ColumnarValue::Array(embedding_array(&rows, model.dim())?))
+    }
+}

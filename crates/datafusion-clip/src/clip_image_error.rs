@@ -1,0 +1,76 @@
+//! `clip_image_error(image) -> Utf8`: why an image cannot be used, or NULL
+//! when it can.
+//!
+//! ```sql
+//! SELECT name, clip_classify(image, ['a cat', 'a dog']) AS label, clip_image_error(image) AS error
+//! FROM images;
+//! ```
+//!
+//! With the default `clip.on_error = 'null'`, an undecodable image gives NULL
+//! from the other functions; this function says why, per row, without
+//! failing the query. It decodes with the same limits (`clip.max_image_pixels`,
+//! `clip.max_image_bytes`) and needs no model. A NULL image gives NULL.
+
+use std::sync::Arc;
+
+use clip_runtime::decode_rgb;
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::common::{binary_rows, check_arity, check_image_type};
+use crate::options::ClipOptions;
+
+/// `clip_image_error(image)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClipImageError {
+    signature: Signature,
+}
+
+impl Default for ClipImageError {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClipImageError {
+    /// A new instance.
+    pub fn new() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ClipImageError {
+    fn name(&self) -> &str {
+        "clip_image_error"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        check_arity(self.name(), arg_types, 1, "clip_image_error(image)")?;
+        check_image_type(self.name(), &arg_types[0])?;
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let limits = ClipOptions::from_config(&args.config_options).limits();
+        let array = args.args[0].to_array(args.number_rows)?;
+        let reasons: StringArray = binary_rows(array.as_ref())?
+            .into_iter()
+            .map(|bytes| bytes.and_then(|b| decode_rgb(b, &limits).err().map(|e| e.to_string())))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(reasons)))
+    }
+}

@@ -1,0 +1,432 @@
+//! What the `clip_*` functions share: argument checks at planning time,
+//! reading image and label arguments, scoring, and building results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use clip_runtime::{ClipModel, Embedding, ImageError, label_probabilities, ranked};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, ListArray, StringArray, StructArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::ColumnarValue;
+
+use crate::options::{ClipOptions, OnError};
+
+/// How to write a label list, for error messages.
+pub(crate) const LABELS_HINT: &str = "pass a list literal such as ['a photo of a cat', 'a photo of a dog'] or a list-of-strings column";
+
+/// The type of `clip_scores` results.
+pub(crate) fn scores_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(score_fields()),
+        true,
+    )))
+}
+
+fn score_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ])
+}
+
+/// The type of embeddings: `FixedSizeList<Float32, dim>`.
+pub(crate) fn embedding_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(
+        Arc::new(Field::new_list_field(DataType::Float32, true)),
+        dim as i32,
+    )
+}
+
+pub(crate) fn check_arity(
+    function: &str,
+    args: &[DataType],
+    expected: usize,
+    usage: &str,
+) -> Result<()> {
+    if args.len() != expected {
+        return plan_err!(
+            "{function} takes {expected} argument{}, got {}. Write {usage}",
+            if expected == 1 { "" } else { "s" },
+            args.len()
+        );
+    }
+    Ok(())
+}
+
+/// The image argument must be binary.
+pub(crate) fn check_image_type(function: &str, dt: &DataType) -> Result<()> {
+    match dt {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => Ok(()),
+        other => plan_err!(
+            "{function} expects the image as Binary, LargeBinary or BinaryView (encoded file bytes), \
+             got {other}. Read images with an IMAGE table or read_images('folder/') and pass its \
+             `image` column; for a column of file paths, read the files instead of passing the paths"
+        ),
+    }
+}
+
+/// The labels argument must be a list of strings.
+pub(crate) fn check_labels_type(function: &str, dt: &DataType) -> Result<()> {
+    let item = match dt {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => f.data_type(),
+        DataType::Null => return plan_err!("{function}: the label list is NULL; {LABELS_HINT}"),
+        other => {
+            return plan_err!(
+                "{function}: the labels must be a list of strings, got {other}; {LABELS_HINT}"
+            );
+        }
+    };
+    match item {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(()),
+        DataType::Null => plan_err!("{function}: the label list is empty; {LABELS_HINT}"),
+        other => plan_err!(
+            "{function}: the labels must be strings, got a list of {other}; {LABELS_HINT}"
+        ),
+    }
+}
+
+/// A literal label list must be non-empty and free of NULLs.
+pub(crate) fn check_labels_literal(function: &str, scalar: Option<&ScalarValue>) -> Result<()> {
+    let Some(scalar) = scalar else {
+        return Ok(());
+    };
+    if scalar.is_null() {
+        return plan_err!("{function}: the label list is NULL; {LABELS_HINT}");
+    }
+    let Some(labels) = scalar_labels(scalar)? else {
+        return plan_err!("{function}: the label list contains NULL; {LABELS_HINT}");
+    };
+    if labels.is_empty() {
+        return plan_err!("{function}: the label list is empty; {LABELS_HINT}");
+    }
+    Ok(())
+}
+
+/// The embedding argument must be a list of floats.
+pub(crate) fn check_embedding_type(
+    function: &str,
+    dt: &DataType,
+    model_dim: Option<usize>,
+) -> Result<()> {
+    let (item, size) = match dt {
+        DataType::FixedSizeList(f, n) => (f.data_type(), Some(*n as usize)),
+        DataType::List(f) | DataType::LargeList(f) => (f.data_type(), None),
+        DataType::Null => return Ok(()),
+        other => {
+            return plan_err!(
+                "{function} expects an image embedding (a list of floats, as clip_image_embedding returns), got {other}"
+            );
+        }
+    };
+    if !matches!(
+        item,
+        DataType::Float32 | DataType::Float64 | DataType::Float16
+    ) {
+        return plan_err!("{function} expects a list of floats, got a list of {item}");
+    }
+    if let (Some(size), Some(dim)) = (size, model_dim)
+        && size != dim
+    {
+        return plan_err!(
+            "{function}: the embedding has {size} dimensions but clip.model embeds into {dim}; \
+             were the embeddings made with another model?"
+        );
+    }
+    Ok(())
+}
+
+fn strings(values: &ArrayRef) -> Result<Option<Vec<String>>> {
+    let values = cast(values, &DataType::Utf8)?;
+    let values = values.as_string::<i32>();
+    if values.null_count() > 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        values
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+    ))
+}
+
+/// Labels of a list scalar; `None` when it holds a NULL label.
+fn scalar_labels(scalar: &ScalarValue) -> Result<Option<Vec<String>>> {
+    let list = match scalar {
+        ScalarValue::List(a) => a.value(0),
+        ScalarValue::LargeList(a) => a.value(0),
+        ScalarValue::FixedSizeList(a) => a.value(0),
+        other => return exec_err!("expected a label list, got {other:?}"),
+    };
+    strings(&list)
+}
+
+/// Label sets: one for every row (a literal) or one per row (a column).
+pub(crate) enum LabelSets {
+    /// The same labels for all rows.
+    Same(Option<Vec<String>>),
+    /// Each row's own labels; `None` for a NULL, empty or NULL-holding list.
+    PerRow(Vec<Option<Vec<String>>>),
+}
+
+impl LabelSets {
+    pub(crate) fn from_arg(arg: &ColumnarValue) -> Result<Self> {
+        match arg {
+            ColumnarValue::Scalar(s) if s.is_null() => Ok(Self::Same(None)),
+            ColumnarValue::Scalar(s) => Ok(Self::Same(scalar_labels(s)?.filter(|l| !l.is_empty()))),
+            ColumnarValue::Array(a) => {
+                let row = |i: usize| -> Result<Option<Vec<String>>> {
+                    if a.is_null(i) {
+                        return Ok(None);
+                    }
+                    let values = match a.data_type() {
+                        DataType::List(_) => a.as_list::<i32>().value(i),
+                        DataType::LargeList(_) => a.as_list::<i64>().value(i),
+                        DataType::FixedSizeList(_, _) => a.as_fixed_size_list().value(i),
+                        other => return exec_err!("expected a list of labels, got {other}"),
+                    };
+                    Ok(strings(&values)?.filter(|l| !l.is_empty()))
+                };
+                Ok(Self::PerRow((0..a.len()).map(row).collect::<Result<_>>()?))
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<&[String]> {
+        match self {
+            Self::Same(l) => l.as_deref(),
+            Self::PerRow(rows) => rows.get(row).and_then(|l| l.as_deref()),
+        }
+    }
+
+    fn distinct(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        let all: Box<dyn Iterator<Item = &String>> = match self {
+            Self::Same(l) => Box::new(l.iter().flatten()),
+            Self::PerRow(rows) => Box::new(rows.iter().flatten().flatten()),
+        };
+        all.map(String::as_str)
+            .filter(|s| seen.insert(*s))
+            .collect()
+    }
+}
+
+/// A per-row outcome: NULL input, an embedding, or why there is none.
+pub(crate) type RowEmbedding = Option<std::result::Result<Embedding, ImageError>>;
+
+/// Reads a binary argument as per-row byte slices (`None` for NULL).
+pub(crate) fn binary_rows(array: &dyn Array) -> Result<Vec<Option<&[u8]>>> {
+    Ok(match array.data_type() {
+        DataType::Binary => array.as_binary::<i32>().iter().collect(),
+        DataType::LargeBinary => array.as_binary::<i64>().iter().collect(),
+        DataType::BinaryView => array.as_binary_view().iter().collect(),
+        DataType::Null => vec![None; array.len()],
+        other => return exec_err!("expected binary image bytes, got {other}"),
+    })
+}
+
+/// Embeds every row's image. A scalar image is embedded once and shared.
+pub(crate) fn embed_image_rows(
+    model: &ClipModel,
+    options: &ClipOptions,
+    arg: &ColumnarValue,
+    rows: usize,
+) -> Result<Vec<RowEmbedding>> {
+    let (array, broadcast) = match arg {
+        ColumnarValue::Array(a) => (Arc::clone(a), false),
+        ColumnarValue::Scalar(s) => (s.to_array_of_size(1)?, true),
+    };
+    let bytes = binary_rows(array.as_ref())?;
+    let present: Vec<&[u8]> = bytes.iter().flatten().copied().collect();
+    let mut embedded = model
+        .embed_images(&present, options.batch_size, &options.limits())
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+        .into_iter();
+    let per_input: Vec<RowEmbedding> = bytes
+        .iter()
+        .map(|b| b.and_then(|_| embedded.next()))
+        .collect();
+    Ok(if broadcast {
+        vec![per_input.into_iter().next().flatten(); rows]
+    } else {
+        per_input
+    })
+}
+
+/// Applies `clip.on_error` to one row's outcome.
+pub(crate) fn usable<'a>(
+    function: &str,
+    options: &ClipOptions,
+    row: usize,
+    outcome: &'a RowEmbedding,
+) -> Result<Option<&'a Embedding>> {
+    match outcome {
+        None => Ok(None),
+        Some(Ok(e)) => Ok(Some(e)),
+        Some(Err(e)) => match options.on_error {
+            OnError::Null => Ok(None),
+            OnError::Fail => exec_err!(
+                "{function}: the image in row {row} of its batch cannot be used: {e}. \
+                 SET clip.on_error = 'null' to get NULL for such images instead, and \
+                 clip_image_error(image) for the reason"
+            ),
+        },
+    }
+}
+
+/// Per-row probabilities over that row's labels (`None` where there are none).
+pub(crate) fn score_rows<'l>(
+    function: &str,
+    model: &ClipModel,
+    options: &ClipOptions,
+    embeddings: &[RowEmbedding],
+    labels: &'l LabelSets,
+) -> Result<Vec<Option<(&'l [String], Vec<f32>)>>> {
+    let distinct = labels.distinct();
+    if distinct.is_empty() {
+        return Ok(vec![None; embeddings.len()]);
+    }
+    let texts: HashMap<&str, Embedding> = distinct
+        .iter()
+        .copied()
+        .zip(
+            model
+                .embed_texts(&distinct)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+        )
+        .collect();
+    let scale = options.logit_scale(model)?;
+    embeddings
+        .iter()
+        .enumerate()
+        .map(|(row, outcome)| {
+            let Some(image) = usable(function, options, row, outcome)? else {
+                return Ok(None);
+            };
+            let Some(row_labels) = labels.get(row) else {
+                return Ok(None);
+            };
+            let label_embeddings: Vec<&Embedding> = row_labels.iter().filter_map(|l| texts.get(l.as_str())).collect();
+            if image.len() != model.dim() {
+                return exec_err!(
+                    "{function}: the embedding in row {row} has {} dimensions but clip.model embeds into {}",
+                    image.len(),
+                    model.dim()
+                );
+            }
+            Ok(Some((row_labels, label_probabilities(image, &label_embeddings, scale))))
+        })
+        .collect()
+}
+
+/// The top label of each row.
+pub(crate) fn top_labels(scored: &[Option<(&[String], Vec<f32>)>]) -> ArrayRef {
+    let labels: StringArray = scored
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .and_then(|(labels, probs)| clip_runtime::argmax(probs).map(|i| labels[i].as_str()))
+        })
+        .collect();
+    Arc::new(labels)
+}
+
+/// Every label with its probability, highest first.
+pub(crate) fn score_lists(scored: &[Option<(&[String], Vec<f32>)>]) -> Result<ArrayRef> {
+    let mut offsets = Vec::with_capacity(scored.len() + 1);
+    offsets.push(0i32);
+    let mut labels: Vec<&str> = Vec::new();
+    let mut scores: Vec<f32> = Vec::new();
+    for s in scored {
+        if let Some((row_labels, probs)) = s {
+            for i in ranked(probs) {
+                labels.push(&row_labels[i]);
+                scores.push(probs[i]);
+            }
+        }
+        offsets.push(labels.len() as i32);
+    }
+    let structs = StructArray::try_new(
+        score_fields(),
+        vec![
+            Arc::new(StringArray::from(labels)) as ArrayRef,
+            Arc::new(Float32Array::from(scores)),
+        ],
+        None,
+    )?;
+    let nulls = NullBuffer::from(scored.iter().map(Option::is_some).collect::<Vec<_>>());
+    let DataType::List(field) = scores_type() else {
+        unreachable!("scores_type is a list")
+    };
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(structs),
+        Some(nulls),
+    )?))
+}
+
+/// A `FixedSizeList<Float32, dim>` of per-row embeddings (NULL where absent).
+pub(crate) fn embedding_array(rows: &[Option<&Embedding>], dim: usize) -> Result<ArrayRef> {
+    let mut values = Vec::with_capacity(rows.len() * dim);
+    for row in rows {
+        match row {
+            Some(e) if e.len() == dim => values.extend_from_slice(e),
+            Some(e) => return exec_err!("embedding has {} dimensions, expected {dim}", e.len()),
+            None => values.extend(std::iter::repeat_n(0.0, dim)),
+        }
+    }
+    let DataType::FixedSizeList(field, _) = embedding_type(dim) else {
+        unreachable!("embedding_type is a fixed-size list")
+    };
+    let nulls = NullBuffer::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
+    Ok(Arc::new(FixedSizeListArray::try_new(
+        field,
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        Some(nulls),
+    )?))
+}
+
+/// Reads stored embeddings (any float list type) as normalised vectors.
+pub(crate) fn stored_embeddings(arg: &ColumnarValue, rows: usize) -> Result<Vec<RowEmbedding>> {
+    let (array, broadcast) = match arg {
+        ColumnarValue::Array(a) => (Arc::clone(a), false),
+        ColumnarValue::Scalar(s) => (s.to_array_of_size(1)?, true),
+    };
+    let row = |i: usize| -> Result<RowEmbedding> {
+        if array.is_null(i) {
+            return Ok(None);
+        }
+        let values = match array.data_type() {
+            DataType::FixedSizeList(_, _) => array.as_fixed_size_list().value(i),
+            DataType::List(_) => array.as_list::<i32>().value(i),
+            DataType::LargeList(_) => array.as_list::<i64>().value(i),
+            DataType::Null => return Ok(None),
+            other => return exec_err!("expected an embedding list, got {other}"),
+        };
+        let values = cast(&values, &DataType::Float32)?;
+        let values = values.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        if values.null_count() > 0 {
+            return Ok(None);
+        }
+        let mut v: Vec<f32> = values.values().to_vec();
+        clip_runtime::l2_normalize(&mut v);
+        Ok(Some(Ok(Embedding::from(v))))
+    };
+    let per_input: Vec<RowEmbedding> = (0..array.len()).map(row).collect::<Result<_>>()?;
+    Ok(if broadcast {
+        vec![per_input.into_iter().next().flatten(); rows]
+    } else {
+        per_input
+    })
+}
+
+/// The nullable return field every function uses.
+pub(crate) fn nullable_field(name: &str, dt: DataType) -> FieldRef {
+    Arc::new(Field::new(name, dt, true))
+}

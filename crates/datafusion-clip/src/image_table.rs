@@ -1,0 +1,288 @@
+//! The `IMAGE` table: one row per image file under a folder, prefix or glob,
+//! read through `object_store`.
+//!
+//! ```sql
+//! CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'photos/';
+//! CREATE EXTERNAL TABLE pets STORED AS IMAGE PARTITIONED BY (label) LOCATION 'pets/';
+//! SELECT * FROM read_images('photos/**/*.jpg');
+//! ```
+//!
+//! Columns: `path` (full URL), `name` (file name), `size` (bytes),
+//! `modified` (UTC timestamp), `image` (the file's bytes), then any declared
+//! Hive-style partition columns (`label=cat/` gives `label = 'cat'`).
+//!
+//! Only files with image extensions are listed (`jpg jpeg png webp gif bmp
+//! tif tiff`, any case); `clip.extra_extensions` or the table option
+//! `extra_extensions` adds more. A file is never split, and a query that does
+//! not select `image` never reads file contents.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{
+    Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
+};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::TryStreamExt;
+
+use crate::image_scan::{ImageFile, ImageScanExec};
+use crate::options::ClipOptions;
+
+/// File extensions an IMAGE table lists by default.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// The table option that adds file extensions (`OPTIONS ('extra_extensions' 'dat')`).
+const EXTRA_EXTENSIONS_OPTION: &str = "format.extra_extensions";
+
+/// The fixed columns, before partition columns.
+pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new(
+            "modified",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("image", DataType::Binary, true),
+    ];
+    fields.extend(
+        partition_cols
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// A table of image files.
+#[derive(Debug, Clone)]
+pub struct ImageTable {
+    locations: Vec<ListingTableUrl>,
+    partition_cols: Vec<String>,
+    extra_extensions: Vec<String>,
+    schema: SchemaRef,
+}
+
+/// Parses a location, treating an existing local folder as a folder even
+/// without its trailing slash.
+fn parse_location(location: &str) -> Result<ListingTableUrl> {
+    let has_scheme = location.contains("://");
+    let location =
+        if !has_scheme && !location.ends_with('/') && std::path::Path::new(location).is_dir() {
+            format!("{location}/")
+        } else {
+            location.to_string()
+        };
+    ListingTableUrl::parse(location)
+}
+
+impl ImageTable {
+    /// A table over `locations` (folders ending in `/`, files, or globs).
+    pub fn try_new(
+        locations: &[String],
+        partition_cols: Vec<String>,
+        extra_extensions: Vec<String>,
+    ) -> Result<Self> {
+        if locations.is_empty() {
+            return plan_err!("an IMAGE table needs a LOCATION, e.g. LOCATION 'photos/'");
+        }
+        for c in &partition_cols {
+            if image_schema(&[]).field_with_name(c).is_ok() {
+                return plan_err!("partition column {c} clashes with a built-in IMAGE column");
+            }
+        }
+        Ok(Self {
+            locations: locations
+                .iter()
+                .map(|l| parse_location(l))
+                .collect::<Result<_>>()?,
+            schema: image_schema(&partition_cols),
+            partition_cols,
+            extra_extensions,
+        })
+    }
+
+    fn accepts(&self, name: &str, session_extra: &[String]) -> bool {
+        let Some((_, ext)) = name.rsplit_once('.') else {
+            return false;
+        };
+        let ext = ext.to_ascii_lowercase();
+        IMAGE_EXTENSIONS.contains(&ext.as_str())
+            || self.extra_extensions.contains(&ext)
+            || session_extra.contains(&ext)
+    }
+
+    /// Hive-style `col=value` directory segments between the table root and the file.
+    fn partition_values(
+        &self,
+        url: &ListingTableUrl,
+        location: &object_store::path::Path,
+    ) -> Vec<Option<String>> {
+        let segments: Vec<&str> = url
+            .strip_prefix(location)
+            .map(|s| s.collect())
+            .unwrap_or_default();
+        let dirs = &segments[..segments.len().saturating_sub(1)];
+        self.partition_cols
+            .iter()
+            .map(|col| {
+                dirs.iter().find_map(|seg| {
+                    seg.split_once('=')
+                        .filter(|(k, _)| k == col)
+                        .map(|(_, v)| v.to_string())
+                })
+            })
+            .collect()
+    }
+
+    async fn list(&self, state: &dyn Session) -> Result<Vec<ImageFile>> {
+        let session_extra = ClipOptions::from_config(state.config_options()).extra_extensions;
+        let mut files = Vec::new();
+        for url in &self.locations {
+            let store = state.runtime_env().object_store(url.object_store())?;
+            let metas: Vec<_> = url
+                .list_all_files(state, store.as_ref(), "")
+                .await?
+                .try_collect()
+                .await?;
+            for meta in metas {
+                let name = meta.location.filename().unwrap_or_default().to_string();
+                if !self.accepts(&name, &session_extra) {
+                    continue;
+                }
+                files.push(ImageFile {
+                    url: format!("{}{}", url.object_store().as_str(), meta.location),
+                    partition_values: self.partition_values(url, &meta.location),
+                    name,
+                    size: meta.size,
+                    modified: meta.last_modified.timestamp_micros(),
+                    location: meta.location,
+                    store: url.object_store(),
+                });
+            }
+        }
+        files.sort_by(|a, b| a.url.cmp(&b.url));
+        files.dedup_by(|a, b| a.url == b.url);
+        Ok(files)
+    }
+}
+
+#[async_trait]
+impl TableProvider for ImageTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut files = self.list(state).await?;
+        if let Some(limit) = limit {
+            files.truncate(limit);
+        }
+        let options = ClipOptions::from_config(state.config_options());
+        let partitions = state.config_options().execution.target_partitions.max(1);
+        Ok(Arc::new(ImageScanExec::try_new(
+            files,
+            Arc::clone(&self.schema),
+            projection.cloned(),
+            partitions,
+            options.batch_size,
+        )?))
+    }
+}
+
+/// Creates IMAGE tables for `CREATE EXTERNAL TABLE ... STORED AS IMAGE`.
+#[derive(Debug, Default)]
+pub struct ImageTableFactory;
+
+#[async_trait]
+impl TableProviderFactory for ImageTableFactory {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if !cmd.schema.fields().is_empty() {
+            return plan_err!(
+                "IMAGE tables have fixed columns (path, name, size, modified, image); \
+                 remove the column list from CREATE EXTERNAL TABLE {}",
+                cmd.name
+            );
+        }
+        let mut extra = Vec::new();
+        for (key, value) in &cmd.options {
+            if key == EXTRA_EXTENSIONS_OPTION {
+                extra = value
+                    .split(',')
+                    .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+            } else {
+                return plan_err!(
+                    "unknown IMAGE table option '{}'; the only option is 'extra_extensions', \
+                     e.g. OPTIONS ('extra_extensions' 'dat,bin')",
+                    key.strip_prefix("format.").unwrap_or(key)
+                );
+            }
+        }
+        Ok(Arc::new(ImageTable::try_new(
+            &cmd.locations,
+            cmd.table_partition_cols.clone(),
+            extra,
+        )?))
+    }
+}
+
+/// `read_images('<folder/, file or glob>')`: the IMAGE table as a table function.
+#[derive(Debug, Default)]
+pub struct ReadImages;
+
+impl TableFunctionImpl for ReadImages {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let location = match args.exprs() {
+            [
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(s))
+                    | ScalarValue::LargeUtf8(Some(s))
+                    | ScalarValue::Utf8View(Some(s)),
+                    _,
+                ),
+            ] => s.clone(),
+            _ => {
+                return plan_err!(
+                    "read_images takes one string literal: a folder ending in '/', a file, or a glob, \
+                     e.g. read_images('photos/') or read_images('photos/**/*.jpg')"
+                );
+            }
+        };
+        Ok(Arc::new(ImageTable::try_new(
+            &[location],
+            Vec::new(),
+            Vec::new(),
+        )?))
+    }
+}
+
+/// The IMAGE factory keyed as DataFusion looks it up.
+pub(crate) fn factories() -> HashMap<String, Arc<dyn TableProviderFactory>> {
+    HashMap::from([(
+        "IMAGE".to_string(),
+        Arc::new(ImageTableFactory) as Arc<dyn TableProviderFactory>,
+    )])
+}

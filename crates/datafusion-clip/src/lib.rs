@@ -1,0 +1,117 @@
+//! CLIP zero-shot image classification for Apache DataFusion.
+//!
+//! One call registers everything:
+//!
+//! ```no_run
+//! use datafusion::prelude::*;
+//!
+//! # async fn run() -> datafusion::error::Result<()> {
+//! let ctx = SessionContext::new_with_config(datafusion_clip::session_config());
+//! datafusion_clip::register_all(&ctx)?;
+//! ctx.sql("SET clip.model = 'models/clip-vit-base-patch32'").await?;
+//! ctx.sql("CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'photos/'").await?;
+//! ctx.sql("SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog']) FROM images")
+//!     .await?
+//!     .show()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! What is registered:
+//! - the scalar functions `clip_classify`, `clip_scores`,
+//!   `clip_image_embedding`, `clip_text_embedding`,
+//!   `clip_classify_embedding`, `clip_scores_embedding` and `clip_image_error`;
+//! - the `IMAGE` table format (`CREATE EXTERNAL TABLE ... STORED AS IMAGE`)
+//!   and the `read_images` table function;
+//! - the `clip.*` options ([`ClipOptions`]).
+//!
+//! Errors are DataFusion's own: `plan_err!` for misuse found at planning time,
+//! `exec_err!` for failures while running. Per-image problems are not errors
+//! unless `clip.on_error = 'fail'`.
+
+mod clip_classify;
+mod clip_classify_embedding;
+mod clip_image_embedding;
+mod clip_image_error;
+mod clip_scores;
+mod clip_scores_embedding;
+mod clip_text_embedding;
+mod common;
+mod image_scan;
+mod image_table;
+mod options;
+mod planning;
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionConfig;
+
+pub use clip_classify::ClipClassify;
+pub use clip_classify_embedding::ClipClassifyEmbedding;
+pub use clip_image_embedding::ClipImageEmbedding;
+pub use clip_image_error::ClipImageError;
+pub use clip_scores::ClipScores;
+pub use clip_scores_embedding::ClipScoresEmbedding;
+pub use clip_text_embedding::ClipTextEmbedding;
+pub use image_scan::{ImageFile, ImageScanExec};
+pub use image_table::{IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema};
+pub use options::{ClipOptions, OnError};
+
+/// Every `clip_*` scalar function, unconfigured.
+pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
+    vec![
+        Arc::new(ScalarUDF::new_from_impl(ClipClassify::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipScores::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipImageEmbedding::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipTextEmbedding::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipClassifyEmbedding::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipScoresEmbedding::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipImageError::new())),
+    ]
+}
+
+/// A `SessionConfig` with the `clip.*` options registered, for
+/// `SessionContext::new_with_config`. [`register_all`] adds them too, but
+/// only a config built with them can be given `clip.*` values up front.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new().with_option_extension(ClipOptions::default())
+}
+
+/// Registers ClipQL's functions, the `IMAGE` table format, `read_images` and
+/// the `clip.*` options in `ctx`.
+pub fn register_all(ctx: &SessionContext) -> Result<()> {
+    let state_ref = ctx.state_ref();
+    let mut state = state_ref.write();
+    if state
+        .config()
+        .options()
+        .extensions
+        .get::<ClipOptions>()
+        .is_none()
+    {
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(ClipOptions::default());
+    }
+    for (name, factory) in image_table::factories() {
+        state.table_factories_mut().insert(name, factory);
+    }
+    let config = state.config().options().clone();
+    for udf in all_functions() {
+        let udf = udf
+            .inner()
+            .with_updated_config(&config)
+            .map(Arc::new)
+            .unwrap_or(udf);
+        state.register_udf(udf)?;
+    }
+    drop(state);
+    ctx.register_udtf("read_images", Arc::new(ReadImages));
+    Ok(())
+}

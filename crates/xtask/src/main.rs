@@ -1,0 +1,174 @@
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `setup`: provision ONNX Runtime from the pinned `onnxruntime` wheel on
+//!   PyPI into `.clipql/onnxruntime/` (needs only python3 and pip);
+//! - `demo`: set up, then classify the fixture photos with the fixture model;
+//! - `test`: set up, then run every test and every example;
+//! - `lint`: rustfmt, clippy and rustdoc with warnings denied.
+//!
+//! Only the standard library is used, so this builds in seconds on a fresh
+//! machine before anything else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Must match `clip_runtime::onnxruntime::PINNED_ONNXRUNTIME_VERSION`.
+const ONNXRUNTIME_VERSION: &str = "1.32.0";
+const PROVISIONED_DIR: &str = ".clipql/onnxruntime";
+
+/// The examples CI runs, as (package, example).
+const EXAMPLES: &[(&str, &str)] = &[("datafusion-clip", "register_all")];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn library_path() -> PathBuf {
+    root()
+        .join(PROVISIONED_DIR)
+        .join(format!("libonnxruntime.so.{ONNXRUNTIME_VERSION}"))
+}
+
+/// Downloads the pinned wheel with pip and unpacks the shared library.
+fn setup() -> Result<(), String> {
+    let lib = library_path();
+    if lib.is_file() {
+        eprintln!(
+            "xtask: ONNX Runtime {ONNXRUNTIME_VERSION} already at {}",
+            lib.display()
+        );
+        return Ok(());
+    }
+    let dir = root().join(PROVISIONED_DIR);
+    let wheels = root().join(".clipql/wheels");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
+        .arg(&wheels)
+        .arg(format!("onnxruntime=={ONNXRUNTIME_VERSION}")))
+    .map_err(|e| {
+        format!(
+            "{e}\nxtask: fetching the onnxruntime wheel needs python3 with pip and access to PyPI"
+        )
+    })?;
+    // A wheel is a zip; python's zipfile saves a dependency here.
+    let script = format!(
+        r#"
+import glob, os, sys, zipfile
+wheel = sorted(glob.glob(os.path.join(sys.argv[1], "onnxruntime-{v}-*.whl")))[-1]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if os.path.basename(n).startswith("libonnxruntime.so")]
+    if not names:
+        sys.exit("no libonnxruntime.so in " + wheel)
+    for n in names:
+        target = os.path.join(sys.argv[2], os.path.basename(n))
+        with z.open(n) as src, open(target + ".part", "wb") as dst:
+            dst.write(src.read())
+        os.replace(target + ".part", target)
+        print("xtask: unpacked", target)
+"#,
+        v = ONNXRUNTIME_VERSION
+    );
+    run(Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&wheels)
+        .arg(&dir))?;
+    if lib.is_file() {
+        Ok(())
+    } else {
+        Err(format!("the wheel did not contain {}", lib.display()))
+    }
+}
+
+fn demo() -> Result<(), String> {
+    setup()?;
+    let sql = "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'tests/fixtures/photos/'; \
+        SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text']) AS label, \
+        clip_scores(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text']) AS scores \
+        FROM images ORDER BY name";
+    eprintln!(
+        "xtask: classifying tests/fixtures/photos with the committed fixture model \
+         (tiny, random weights: the labels are not meaningful, the pipeline is real)"
+    );
+    run(cargo()
+        .args(["run", "--quiet", "--package", "clipql", "--", "sql"])
+        .args([
+            "--model",
+            "tests/fixtures/model",
+            "--format",
+            "table",
+            "-c",
+            sql,
+        ]))
+}
+
+fn test() -> Result<(), String> {
+    setup()?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    for (package, example) in EXAMPLES {
+        run(cargo().args(["run", "--package", package, "--example", example]))?;
+    }
+    Ok(())
+}
+
+fn lint() -> Result<(), String> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))
+}
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "demo" => demo(),
+        "test" => test(),
+        "lint" => lint(),
+        _ => Err("usage: cargo xtask <setup|demo|test|lint>".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

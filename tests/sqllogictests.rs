@@ -59,6 +59,22 @@ fn column_type(dt: &DataType) -> DefaultColumnType {
     }
 }
 
+/// Plans and other multi-line values, as DataFusion's own `.slt` files write
+/// them: numbered lines, leading spaces shown as `-`, so that indentation
+/// survives the runner's whitespace handling.
+fn multiline(value: &str) -> String {
+    let lines: Vec<String> = value
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let indent = line.len() - line.trim_start().len();
+            format!("{:02}){}{}", i + 1, "-".repeat(indent), line.trim_start())
+        })
+        .collect();
+    format!("\n{}", lines.join("\n"))
+}
+
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusionError> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
@@ -77,6 +93,8 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusionError> {
                         let s = f.value(row).to_string();
                         if s.is_empty() && !c.is_null(row) {
                             "(empty)".to_string()
+                        } else if s.contains('\n') {
+                            multiline(&s)
                         } else {
                             s
                         }
@@ -117,6 +135,19 @@ impl AsyncDB for ClipDb {
     }
 }
 
+/// Compares rendered rows line by line, ignoring trailing whitespace (a
+/// multi-line cell leaves a space after the cell before it).
+fn validator(normalizer: sqllogictest::Normalizer, actual: &[Vec<String>], expected: &[String]) -> bool {
+    let actual: Vec<String> = actual
+        .iter()
+        .map(|row| row.join(" "))
+        .flat_map(|row| row.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>())
+        .collect();
+    let expected: Vec<String> = expected.iter().map(|l| l.trim_end().to_string()).collect();
+    actual.len() == expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| normalizer(a) == normalizer(e))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let root = root();
@@ -140,6 +171,7 @@ async fn main() -> ExitCode {
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
         let mut runner = Runner::new(|| async { ClipDb::new() });
+        runner.with_validator(validator);
         let name = file
             .strip_prefix(&root)
             .unwrap_or(file)

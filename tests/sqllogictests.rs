@@ -137,15 +137,26 @@ impl AsyncDB for ClipDb {
 
 /// Compares rendered rows line by line, ignoring trailing whitespace (a
 /// multi-line cell leaves a space after the cell before it).
-fn validator(normalizer: sqllogictest::Normalizer, actual: &[Vec<String>], expected: &[String]) -> bool {
+fn validator(
+    normalizer: sqllogictest::Normalizer,
+    actual: &[Vec<String>],
+    expected: &[String],
+) -> bool {
     let actual: Vec<String> = actual
         .iter()
         .map(|row| row.join(" "))
-        .flat_map(|row| row.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>())
+        .flat_map(|row| {
+            row.lines()
+                .map(|l| l.trim_end().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let expected: Vec<String> = expected.iter().map(|l| l.trim_end().to_string()).collect();
     actual.len() == expected.len()
-        && actual.iter().zip(&expected).all(|(a, e)| normalizer(a) == normalizer(e))
+        && actual
+            .iter()
+            .zip(&expected)
+            .all(|(a, e)| normalizer(a) == normalizer(e))
 }
 
 #[tokio::main]

@@ -33,7 +33,16 @@ struct Loaded {
     version: String,
 }
 
-static RUNTIME: OnceLock<std::result::Result<Loaded, String>> = OnceLock::new();
+/// Why loading failed, kept so every later call reports the same error.
+#[derive(Debug, Clone)]
+enum LoadFailure {
+    /// The library is missing or cannot be loaded.
+    Missing(String),
+    /// The library loaded but the environment could not be created.
+    Environment(String),
+}
+
+static RUNTIME: OnceLock<std::result::Result<Loaded, LoadFailure>> = OnceLock::new();
 
 /// Where the ONNX Runtime library would be loaded from, without loading it.
 pub fn locate_library() -> Result<PathBuf> {
@@ -89,14 +98,17 @@ fn missing(reason: String) -> ClipError {
     }
 }
 
-fn load() -> std::result::Result<Loaded, String> {
-    let path = locate_library().map_err(|e| e.to_string())?;
-    let builder = ort::init_from(&path).map_err(|e| missing(e.to_string()).to_string())?;
+fn load() -> std::result::Result<Loaded, LoadFailure> {
+    let path = locate_library().map_err(|e| match e {
+        ClipError::RuntimeMissing { reason, .. } => LoadFailure::Missing(reason),
+        other => LoadFailure::Missing(other.to_string()),
+    })?;
+    let builder = ort::init_from(&path).map_err(|e| LoadFailure::Missing(e.to_string()))?;
     let env = builder
         .with_name("clipql")
         .with_telemetry(false)
         .build()
-        .map_err(|e| ClipError::onnx("creating the ONNX Runtime environment", e).to_string())?;
+        .map_err(|e| LoadFailure::Environment(e.to_string()))?;
     let version = version_from_build_info(ort::info())
         .or_else(|| version_from_file_name(&path))
         .unwrap_or_else(|| "unknown".to_string());
@@ -104,13 +116,16 @@ fn load() -> std::result::Result<Loaded, String> {
 }
 
 fn loaded() -> Result<&'static Loaded> {
-    RUNTIME.get_or_init(load).as_ref().map_err(|reason| {
-        // `load` already formatted a complete ClipError message.
-        ClipError::Onnx {
-            context: "loading ONNX Runtime".to_string(),
-            message: reason.clone(),
-        }
-    })
+    RUNTIME
+        .get_or_init(load)
+        .as_ref()
+        .map_err(|failure| match failure {
+            LoadFailure::Missing(reason) => missing(reason.clone()),
+            LoadFailure::Environment(message) => ClipError::Onnx {
+                context: "creating the ONNX Runtime environment".to_string(),
+                message: message.clone(),
+            },
+        })
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.

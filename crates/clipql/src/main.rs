@@ -114,11 +114,18 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     output::write(&mut stdout, &batches, args.format)
 }
 
+/// Prints an error and its causes. DataFusion's errors already render their
+/// context chain in `Display`, so a cause is printed only if it adds text.
 fn print_error(e: &dyn std::error::Error) {
-    eprintln!("error: {e}");
+    let mut printed = e.to_string();
+    eprintln!("error: {printed}");
     let mut source = e.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !printed.contains(&text) {
+            eprintln!("  caused by: {text}");
+            printed.push_str(&text);
+        }
         source = cause.source();
     }
 }

@@ -17,14 +17,15 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::common::{
-    LabelSets, check_arity, check_embedding_type, check_labels_literal, check_labels_type,
-    nullable_field, score_rows, stored_embeddings, top_labels,
-};
-use crate::options::ClipOptions;
+use crate::common::{ScoreInput, ScoreOutput, Scoring};
 use crate::planning::PlanningContext;
 
-const USAGE: &str = "clip_classify_embedding(embedding, ['label 1', 'label 2', ...])";
+const SCORING: Scoring = Scoring {
+    name: "clip_classify_embedding",
+    usage: "clip_classify_embedding(embedding, ['label 1', 'label 2', ...])",
+    input: ScoreInput::Embedding,
+    output: ScoreOutput::TopLabel,
+};
 
 /// `clip_classify_embedding(embedding, labels)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,7 +52,7 @@ impl ClipClassifyEmbedding {
 
 impl ScalarUDFImpl for ClipClassifyEmbedding {
     fn name(&self) -> &str {
-        "clip_classify_embedding"
+        SCORING.name
     }
 
     fn signature(&self) -> &Signature {
@@ -59,20 +60,15 @@ impl ScalarUDFImpl for ClipClassifyEmbedding {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        check_arity(self.name(), arg_types, 2, USAGE)?;
-        check_embedding_type(self.name(), &arg_types[0], self.planning.dim_if_known())?;
-        check_labels_type(self.name(), &arg_types[1])?;
-        Ok(arg_types.to_vec())
+        SCORING.coerce_types(&self.planning, arg_types)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(SCORING.return_type())
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.planning.require_model(self.name())?;
-        check_labels_literal(self.name(), args.scalar_arguments.get(1).copied().flatten())?;
-        Ok(nullable_field(self.name(), DataType::Utf8))
+        SCORING.return_field(&self.planning, args)
     }
 
     fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
@@ -83,11 +79,6 @@ impl ScalarUDFImpl for ClipClassifyEmbedding {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let options = ClipOptions::from_config(&args.config_options);
-        let model = options.model(self.name())?;
-        let labels = LabelSets::from_arg(&args.args[1])?;
-        let embeddings = stored_embeddings(&args.args[0], args.number_rows)?;
-        let scored = score_rows(self.name(), &model, &options, &embeddings, &labels)?;
-        Ok(ColumnarValue::Array(top_labels(&scored)))
+        SCORING.invoke(args)
     }
 }

@@ -18,14 +18,15 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::common::{
-    LabelSets, check_arity, check_image_type, check_labels_literal, check_labels_type,
-    embed_image_rows, nullable_field, score_lists, score_rows, scores_type,
-};
-use crate::options::ClipOptions;
+use crate::common::{ScoreInput, ScoreOutput, Scoring};
 use crate::planning::PlanningContext;
 
-const USAGE: &str = "clip_scores(image, ['label 1', 'label 2', ...])";
+const SCORING: Scoring = Scoring {
+    name: "clip_scores",
+    usage: "clip_scores(image, ['label 1', 'label 2', ...])",
+    input: ScoreInput::Image,
+    output: ScoreOutput::Scores,
+};
 
 /// `clip_scores(image, labels)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,7 +53,7 @@ impl ClipScores {
 
 impl ScalarUDFImpl for ClipScores {
     fn name(&self) -> &str {
-        "clip_scores"
+        SCORING.name
     }
 
     fn signature(&self) -> &Signature {
@@ -60,20 +61,15 @@ impl ScalarUDFImpl for ClipScores {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        check_arity(self.name(), arg_types, 2, USAGE)?;
-        check_image_type(self.name(), &arg_types[0])?;
-        check_labels_type(self.name(), &arg_types[1])?;
-        Ok(arg_types.to_vec())
+        SCORING.coerce_types(&self.planning, arg_types)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(scores_type())
+        Ok(SCORING.return_type())
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.planning.require_model(self.name())?;
-        check_labels_literal(self.name(), args.scalar_arguments.get(1).copied().flatten())?;
-        Ok(nullable_field(self.name(), scores_type()))
+        SCORING.return_field(&self.planning, args)
     }
 
     fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
@@ -84,11 +80,6 @@ impl ScalarUDFImpl for ClipScores {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let options = ClipOptions::from_config(&args.config_options);
-        let model = options.model(self.name())?;
-        let labels = LabelSets::from_arg(&args.args[1])?;
-        let images = embed_image_rows(&model, &options, &args.args[0], args.number_rows)?;
-        let scored = score_rows(self.name(), &model, &options, &images, &labels)?;
-        Ok(ColumnarValue::Array(score_lists(&scored)?))
+        SCORING.invoke(args)
     }
 }

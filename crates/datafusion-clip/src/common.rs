@@ -12,9 +12,10 @@ use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs};
 
 use crate::options::{ClipOptions, OnError};
+use crate::planning::PlanningContext;
 
 /// How to write a label list, for error messages.
 pub(crate) const LABELS_HINT: &str = "pass a list literal such as ['a photo of a cat', 'a photo of a dog'] or a list-of-strings column";
@@ -278,14 +279,17 @@ pub(crate) fn usable<'a>(
     }
 }
 
-/// Per-row probabilities over that row's labels (`None` where there are none).
+/// One row's labels and their probabilities (`None` for a NULL result).
+pub(crate) type RowScores<'l> = Option<(&'l [String], Vec<f32>)>;
+
+/// Per-row probabilities over that row's labels.
 pub(crate) fn score_rows<'l>(
     function: &str,
     model: &ClipModel,
     options: &ClipOptions,
     embeddings: &[RowEmbedding],
     labels: &'l LabelSets,
-) -> Result<Vec<Option<(&'l [String], Vec<f32>)>>> {
+) -> Result<Vec<RowScores<'l>>> {
     let distinct = labels.distinct();
     if distinct.is_empty() {
         return Ok(vec![None; embeddings.len()]);
@@ -324,7 +328,7 @@ pub(crate) fn score_rows<'l>(
 }
 
 /// The top label of each row.
-pub(crate) fn top_labels(scored: &[Option<(&[String], Vec<f32>)>]) -> ArrayRef {
+pub(crate) fn top_labels(scored: &[RowScores<'_>]) -> ArrayRef {
     let labels: StringArray = scored
         .iter()
         .map(|s| {
@@ -336,7 +340,7 @@ pub(crate) fn top_labels(scored: &[Option<(&[String], Vec<f32>)>]) -> ArrayRef {
 }
 
 /// Every label with its probability, highest first.
-pub(crate) fn score_lists(scored: &[Option<(&[String], Vec<f32>)>]) -> Result<ArrayRef> {
+pub(crate) fn score_lists(scored: &[RowScores<'_>]) -> Result<ArrayRef> {
     let mut offsets = Vec::with_capacity(scored.len() + 1);
     offsets.push(0i32);
     let mut labels: Vec<&str> = Vec::new();
@@ -429,4 +433,85 @@ pub(crate) fn stored_embeddings(arg: &ColumnarValue, rows: usize) -> Result<Vec<
 /// The nullable return field every function uses.
 pub(crate) fn nullable_field(name: &str, dt: DataType) -> FieldRef {
     Arc::new(Field::new(name, dt, true))
+}
+
+/// What the first argument of a scoring function is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScoreInput {
+    /// Encoded image bytes, embedded by the vision tower.
+    Image,
+    /// A stored image embedding.
+    Embedding,
+}
+
+/// What a scoring function returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScoreOutput {
+    /// The top label (`Utf8`).
+    TopLabel,
+    /// Every label with its probability, highest first.
+    Scores,
+}
+
+/// The shared body of `clip_classify`, `clip_scores`,
+/// `clip_classify_embedding` and `clip_scores_embedding`, which differ only
+/// in their input and output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scoring {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub input: ScoreInput,
+    pub output: ScoreOutput,
+}
+
+impl Scoring {
+    pub(crate) fn coerce_types(
+        &self,
+        planning: &PlanningContext,
+        arg_types: &[DataType],
+    ) -> Result<Vec<DataType>> {
+        check_arity(self.name, arg_types, 2, self.usage)?;
+        match self.input {
+            ScoreInput::Image => check_image_type(self.name, &arg_types[0])?,
+            ScoreInput::Embedding => {
+                check_embedding_type(self.name, &arg_types[0], planning.dim_if_known())?
+            }
+        }
+        check_labels_type(self.name, &arg_types[1])?;
+        Ok(arg_types.to_vec())
+    }
+
+    pub(crate) fn return_type(&self) -> DataType {
+        match self.output {
+            ScoreOutput::TopLabel => DataType::Utf8,
+            ScoreOutput::Scores => scores_type(),
+        }
+    }
+
+    pub(crate) fn return_field(
+        &self,
+        planning: &PlanningContext,
+        args: ReturnFieldArgs,
+    ) -> Result<FieldRef> {
+        planning.require_model(self.name)?;
+        check_labels_literal(self.name, args.scalar_arguments.get(1).copied().flatten())?;
+        Ok(nullable_field(self.name, self.return_type()))
+    }
+
+    pub(crate) fn invoke(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let options = ClipOptions::from_config(&args.config_options);
+        let model = options.model(self.name)?;
+        let labels = LabelSets::from_arg(&args.args[1])?;
+        let embeddings = match self.input {
+            ScoreInput::Image => {
+                embed_image_rows(&model, &options, &args.args[0], args.number_rows)?
+            }
+            ScoreInput::Embedding => stored_embeddings(&args.args[0], args.number_rows)?,
+        };
+        let scored = score_rows(self.name, &model, &options, &embeddings, &labels)?;
+        Ok(ColumnarValue::Array(match self.output {
+            ScoreOutput::TopLabel => top_labels(&scored),
+            ScoreOutput::Scores => score_lists(&scored)?,
+        }))
+    }
 }

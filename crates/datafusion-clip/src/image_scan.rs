@@ -171,7 +171,11 @@ async fn read_batch(
                         .with_timezone("UTC"),
                 ),
                 IMAGE => Arc::new(BinaryArray::from_iter_values(
-                    images.as_deref().unwrap_or_default().iter().map(|b| b.as_ref()),
+                    images
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|b| b.as_ref()),
                 )),
                 p => {
                     Arc::new(StringArray::from_iter(files.iter().map(|f| {

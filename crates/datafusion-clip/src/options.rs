@@ -218,7 +218,9 @@ impl ExtensionOptions for ClipOptions {
                     "null" => OnError::Null,
                     "fail" => OnError::Fail,
                     _ => {
-                        return config_err!("clip.on_error must be 'null' or 'fail', got '{value}'");
+                        return config_err!(
+                            "clip.on_error must be 'null' or 'fail', got '{value}'"
+                        );
                     }
                 }
             }

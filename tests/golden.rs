@@ -224,24 +224,35 @@ fn text_tower_runs_once_per_distinct_label() {
     assert_eq!(stats.texts_embedded, 2);
 }
 
+/// The int8 and fp16 towers load (fp16 with float16 inputs and outputs) and
+/// stay close to the fp32 reference.
 #[test]
-fn quantized_towers_load_and_stay_close() {
+fn quantized_and_fp16_towers_load_and_stay_close() {
     let g = golden();
-    let q = load_shared(
-        &fixtures().join("model"),
-        ModelOptions::default().with_dtype(Dtype::Quantized),
-    )
-    .unwrap();
-    let bytes = photo("chelsea.jpg");
-    let emb = q
-        .embed_images(&[&bytes], 1, &DecodeLimits::default())
-        .unwrap()
-        .remove(0)
-        .unwrap();
     let case = g.images.iter().find(|c| c.file == "chelsea.jpg").unwrap();
-    let cos = dot(&emb, &case.image_embedding);
-    eprintln!("quantized chelsea.jpg cosine vs fp32 transformers: {cos:.4}");
-    assert!(cos > 0.9, "cosine {cos}");
+    let bytes = photo("chelsea.jpg");
+    for (dtype, min_cos) in [(Dtype::Quantized, 0.999), (Dtype::Fp16, 0.9999)] {
+        let model = load_shared(
+            &fixtures().join("model"),
+            ModelOptions::default().with_dtype(dtype),
+        )
+        .unwrap();
+        let emb = model
+            .embed_images(&[&bytes], 1, &DecodeLimits::default())
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let cos = dot(&emb, &case.image_embedding);
+        let text = model.embed_texts(&["a photo of a cat"]).unwrap();
+        let text_cos = dot(&text[0], &g.text_embeddings[0]);
+        eprintln!(
+            "{dtype} chelsea.jpg cosine vs fp32 transformers: image {cos:.5}, text {text_cos:.5}"
+        );
+        assert!(
+            cos > min_cos && text_cos > min_cos,
+            "{dtype}: image {cos}, text {text_cos}"
+        );
+    }
 }
 
 #[test]
@@ -283,14 +294,24 @@ fn missing_files_name_the_file_and_the_fix() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("onnx/vision_model.onnx"), "{err}");
-    let err = ClipModel::load(
-        &fixtures().join("model"),
-        ModelOptions::default().with_dtype(Dtype::Fp16),
-    )
-    .unwrap_err()
-    .to_string();
+    // A directory with only the fp32 towers, asked for another dtype.
+    let model = fixtures().join("model");
+    std::fs::create_dir_all(dir.path().join("onnx")).unwrap();
+    for file in [
+        "config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "onnx/vision_model.onnx",
+        "onnx/text_model.onnx",
+    ] {
+        std::fs::copy(model.join(file), dir.path().join(file)).unwrap();
+    }
+    let err = ClipModel::load(dir.path(), ModelOptions::default().with_dtype(Dtype::Fp16))
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("onnx/vision_model_fp16.onnx") && err.contains("fp32, quantized"),
+        err.contains("missing onnx/vision_model_fp16.onnx; this directory has dtype fp32 "),
         "{err}"
     );
+    assert!(ClipModel::load(dir.path(), ModelOptions::default()).is_ok());
 }

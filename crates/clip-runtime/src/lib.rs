@@ -33,7 +33,10 @@ mod tower;
 
 pub use decode::{DecodeLimits, decode_rgb};
 pub use error::{ClipError, ImageError, Result};
-pub use model::{ClipModel, Embedding, ModelConfig, ModelStats, available_dtypes, load_shared};
+pub use model::{
+    ClipModel, Embedding, ModelConfig, ModelStats, TEXT_CACHE_CAPACITY, available_dtypes,
+    load_shared,
+};
 pub use options::{Dtype, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax};

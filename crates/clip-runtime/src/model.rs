@@ -22,6 +22,9 @@ pub type Embedding = Arc<[f32]>;
 /// Texts per text-tower run when filling the cache.
 const TEXT_BATCH: usize = 64;
 
+/// Most texts a model's embedding cache holds (about 128 MiB at 512 dims).
+pub const TEXT_CACHE_CAPACITY: usize = 65_536;
+
 /// The parts of `config.json` ClipQL reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelConfig {
@@ -447,32 +450,50 @@ impl ClipModel {
 
     /// Normalised text embeddings, from the cache or the text tower. Each
     /// distinct text runs through the tower once per model, however many
-    /// batches or queries ask for it.
-    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        let lookup = |cache: &HashMap<String, Embedding>| -> Option<Vec<Embedding>> {
-            texts.iter().map(|t| cache.get(*t).cloned()).collect()
-        };
-        if let Some(hit) = lookup(&self.cache()) {
-            return Ok(hit);
-        }
-        let _fill = self.text_fill.lock().unwrap_or_else(|p| p.into_inner());
-        let missing: Vec<&str> = {
+    /// batches or queries ask for it (while the cache holds it: it keeps up to
+    /// [`TEXT_CACHE_CAPACITY`] texts and starts afresh when full).
+    pub fn embed_texts<'t>(&self, texts: &[&'t str]) -> Result<Vec<Embedding>> {
+        let mut found: HashMap<&'t str, Embedding> = HashMap::with_capacity(texts.len());
+        let lookup = |found: &mut HashMap<&'t str, Embedding>| {
             let cache = self.cache();
+            for &t in texts {
+                if let Some(e) = cache.get(t) {
+                    found.insert(t, Arc::clone(e));
+                }
+            }
+        };
+        lookup(&mut found);
+        if found.len() < texts.len() {
+            let _fill = self.text_fill.lock().unwrap_or_else(|p| p.into_inner());
+            // Another caller may have filled some while we waited.
+            lookup(&mut found);
             let mut seen = std::collections::HashSet::new();
-            texts
+            let missing: Vec<&str> = texts
                 .iter()
                 .copied()
-                .filter(|t| !cache.contains_key(*t) && seen.insert(*t))
-                .collect()
-        };
-        for chunk in missing.chunks(TEXT_BATCH) {
-            let embeddings = self.run_text(chunk)?;
-            let mut cache = self.cache();
-            for (t, e) in chunk.iter().zip(embeddings) {
-                cache.insert((*t).to_string(), e);
+                .filter(|t| !found.contains_key(t) && seen.insert(*t))
+                .collect();
+            for chunk in missing.chunks(TEXT_BATCH) {
+                let embeddings = self.run_text(chunk)?;
+                let mut cache = self.cache();
+                if cache.len() + chunk.len() > TEXT_CACHE_CAPACITY {
+                    cache.clear();
+                }
+                for (&t, e) in chunk.iter().zip(embeddings) {
+                    cache.insert(t.to_string(), Arc::clone(&e));
+                    found.insert(t, e);
+                }
             }
         }
-        lookup(&self.cache()).ok_or_else(|| ClipError::Tokenizer("text cache lost an entry".into()))
+        texts
+            .iter()
+            .map(|t| {
+                found
+                    .get(t)
+                    .cloned()
+                    .ok_or_else(|| ClipError::Tokenizer(format!("no embedding computed for {t:?}")))
+            })
+            .collect()
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Embedding>> {

@@ -111,8 +111,10 @@ with zipfile.ZipFile(wheel) as z:
 fn demo() -> Result<(), String> {
     setup()?;
     let sql = "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'tests/fixtures/photos/'; \
-        SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text']) AS label, \
-        clip_scores(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text']) AS scores \
+        SELECT name, \
+               clip_classify(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text']) AS label, \
+               round(clip_scores(image, ['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', 'a cup of coffee', 'a page of text'])[1]['score'], 3) AS score, \
+               clip_image_error(image) AS error \
         FROM images ORDER BY name";
     eprintln!(
         "xtask: classifying tests/fixtures/photos with the committed fixture model \

@@ -6,17 +6,23 @@
 //! images against labels as `pipeline("zero-shot-image-classification")`
 //! does: `softmax(logit_scale · cosine)`.
 //!
-//! ```no_run
-//! use clip_runtime::{DecodeLimits, ModelOptions, label_probabilities, load_shared};
+//! ```
+//! use clip_runtime::{DecodeLimits, ModelOptions, argmax, label_probabilities, load_shared};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = load_shared("models/clip-vit-base-patch32".as_ref(), ModelOptions::default())?;
-//! let bytes = std::fs::read("cat.jpg")?;
+//! # let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+//! # let model_dir = format!("{root}/model");
+//! # let photo = format!("{root}/photos/chelsea.jpg");
+//! // Any model directory in the HF / Transformers.js ONNX layout.
+//! let model = load_shared(model_dir.as_ref(), ModelOptions::default())?;
+//! let bytes = std::fs::read(&photo)?;
 //! let images = model.embed_images(&[&bytes], 16, &DecodeLimits::default())?;
-//! let labels = model.embed_texts(&["a photo of a cat", "a photo of a dog"])?;
-//! let image = images[0].clone()?;
-//! let probs = label_probabilities(&image, &labels, model.logit_scale()?);
-//! println!("{probs:?}");
+//! let labels = ["a photo of a cat", "a photo of a horse"];
+//! let texts = model.embed_texts(&labels)?;
+//! let image = images[0].clone()?; // a per-image Result: bad images are not fatal
+//! let probs = label_probabilities(&image, &texts, model.logit_scale()?);
+//! assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+//! println!("{}", labels[argmax(&probs).unwrap()]);
 //! # Ok(()) }
 //! ```
 

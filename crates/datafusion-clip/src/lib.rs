@@ -2,18 +2,20 @@
 //!
 //! One call registers everything:
 //!
-//! ```no_run
+//! ```
 //! use datafusion::prelude::*;
 //!
-//! # async fn run() -> datafusion::error::Result<()> {
+//! # #[tokio::main]
+//! # async fn main() -> datafusion::error::Result<()> {
+//! # let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 //! let ctx = SessionContext::new_with_config(datafusion_clip::session_config());
 //! datafusion_clip::register_all(&ctx)?;
-//! ctx.sql("SET clip.model = 'models/clip-vit-base-patch32'").await?;
-//! ctx.sql("CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'photos/'").await?;
-//! ctx.sql("SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog']) FROM images")
-//!     .await?
-//!     .show()
+//! ctx.sql(&format!("SET clip.model = '{root}/model'")).await?;
+//! ctx.sql(&format!("CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION '{root}/photos/'")).await?;
+//! let df = ctx
+//!     .sql("SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog']) AS label FROM images")
 //!     .await?;
+//! assert_eq!(df.collect().await?.iter().map(|b| b.num_rows()).sum::<usize>(), 14);
 //! # Ok(()) }
 //! ```
 //!

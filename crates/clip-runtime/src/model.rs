@@ -80,6 +80,13 @@ impl ModelConfig {
     }
 }
 
+/// One preprocessed image: CHW `f32` values and its height and width.
+struct Pixels {
+    data: Vec<f32>,
+    height: usize,
+    width: usize,
+}
+
 /// Counters for tests and diagnostics.
 #[derive(Debug, Default)]
 struct Counters {
@@ -335,10 +342,23 @@ impl ClipModel {
         bytes: &[u8],
         limits: &DecodeLimits,
     ) -> std::result::Result<Vec<f32>, ImageError> {
+        self.preprocess_one(bytes, limits).map(|p| p.data)
+    }
+
+    fn preprocess_one(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+    ) -> std::result::Result<Pixels, ImageError> {
         let rgb = decode_rgb(bytes, limits)?;
-        let mut out = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
-        self.preprocess.apply(&rgb, &mut out)?;
-        Ok(out)
+        let (height, width) = self.preprocess.output_size(rgb.width(), rgb.height());
+        let mut data = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
+        self.preprocess.apply(&rgb, &mut data)?;
+        Ok(Pixels {
+            data,
+            height: height as usize,
+            width: width as usize,
+        })
     }
 
     /// Embeds encoded images, `batch_size` at a time through the vision tower.
@@ -353,53 +373,49 @@ impl ClipModel {
     ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
         let mut results = Vec::with_capacity(images.len());
         for chunk in images.chunks(batch_size.max(1)) {
-            let pixels: Vec<_> = chunk.iter().map(|b| self.pixel_values(b, limits)).collect();
-            results.extend(self.embed_pixel_values(pixels)?);
+            let pixels: Vec<_> = chunk
+                .iter()
+                .map(|b| self.preprocess_one(b, limits))
+                .collect();
+            results.extend(self.embed_batch(pixels)?);
         }
         Ok(results)
     }
 
-    /// Runs already-preprocessed images (one batch) through the vision tower.
-    /// Errors pass through in place.
-    pub fn embed_pixel_values(
+    /// Runs one batch of preprocessed images through the vision tower; images
+    /// of the usual (cropped) size share one run. Errors pass through in place.
+    fn embed_batch(
         &self,
-        pixels: Vec<std::result::Result<Vec<f32>, ImageError>>,
+        pixels: Vec<std::result::Result<Pixels, ImageError>>,
     ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
-        let (h, w) = self.preprocess.crop.unwrap_or((0, 0));
-        let per_image = self.preprocess.fixed_len();
         let mut results: Vec<std::result::Result<Embedding, ImageError>> =
             Vec::with_capacity(pixels.len());
         let mut batch = Vec::new();
         let mut slots = Vec::new();
+        let crop = self.preprocess.crop.map(|(h, w)| (h as usize, w as usize));
         for (i, p) in pixels.into_iter().enumerate() {
             match p {
-                Ok(values) if Some(values.len()) == per_image => {
-                    batch.extend_from_slice(&values);
+                Ok(p) if Some((p.height, p.width)) == crop => {
+                    batch.extend_from_slice(&p.data);
                     slots.push(i);
                     results.push(Err(ImageError::Inference("pending".into())));
                 }
-                Ok(values) => {
+                Ok(p) => {
                     // Without a centre crop every image has its own size, so
                     // each runs alone.
-                    let (hh, ww) = self.square_side(values.len());
-                    let mut emb = self.run_vision(values, 1, hh, ww)?;
+                    let mut emb = self.run_vision(p.data, 1, p.height, p.width)?;
                     results.push(Ok(emb.remove(0)));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        if !slots.is_empty() {
-            let embeddings = self.run_vision(batch, slots.len(), h as usize, w as usize)?;
+        if let (Some((h, w)), false) = (crop, slots.is_empty()) {
+            let embeddings = self.run_vision(batch, slots.len(), h, w)?;
             for (slot, emb) in slots.into_iter().zip(embeddings) {
                 results[slot] = Ok(emb);
             }
         }
         Ok(results)
-    }
-
-    fn square_side(&self, len: usize) -> (usize, usize) {
-        let side = ((len / 3) as f64).sqrt() as usize;
-        (side, side)
     }
 
     fn run_vision(&self, data: Vec<f32>, n: usize, h: usize, w: usize) -> Result<Vec<Embedding>> {

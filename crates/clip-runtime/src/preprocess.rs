@@ -215,9 +215,9 @@ impl PreprocessConfig {
     }
 
     /// The output (height, width) for an input of this size.
-    pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
-        if let Some(crop) = self.crop {
-            return crop;
+    pub fn output_size(&self, width: u32, height: u32) -> (u64, u64) {
+        if let Some((h, w)) = self.crop {
+            return (h as u64, w as u64);
         }
         let (w, h) = self.resized_size(width, height);
         (h, w)
@@ -225,18 +225,19 @@ impl PreprocessConfig {
 
     /// Size after the resize step, as (width, height), following transformers'
     /// `get_resize_output_image_size` (the long side is truncated, not rounded).
-    fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+    /// In `u64`: an extreme aspect ratio can make the long side huge; only the
+    /// crop window of it is ever computed.
+    fn resized_size(&self, width: u32, height: u32) -> (u64, u64) {
+        let (width, height) = (width as u64, height as u64);
         match self.resize {
             None => (width, height),
-            Some(ResizeTarget::Exact { height, width }) => (width, height),
+            Some(ResizeTarget::Exact { height, width }) => (width as u64, height as u64),
             Some(ResizeTarget::ShortestEdge(short)) => {
-                let scale = |long: u32, short_side: u32| {
-                    ((short as u64 * long as u64) / short_side as u64).max(1) as u32
-                };
+                let short = short as u64;
                 if width <= height {
-                    (short, scale(height, width))
+                    (short, (short * height / width).max(1))
                 } else {
-                    (scale(width, height), short)
+                    ((short * width / height).max(1), short)
                 }
             }
         }
@@ -248,35 +249,45 @@ impl PreprocessConfig {
         self.crop.map(|(h, w)| 3 * h as usize * w as usize)
     }
 
-    /// Resizes packed RGB8 like Pillow's `Image.resize`: a horizontal pass
-    /// into an 8-bit intermediate image, then a vertical pass, each result
-    /// rounded half up and clipped to 0..=255.
+    /// Resizes packed RGB8 to (`w`, `h`) like Pillow's `Image.resize` and
+    /// returns only the `window` (left, top, width, height) of the result.
     ///
-    /// Two details of `fast_image_resize`'s 8-bit path move pixels away from
-    /// Pillow's: it runs the vertical pass first (it is faster), which rounds
-    /// and clips at a different point and moved edge pixels by up to five
-    /// levels in our goldens, and it quantises kernel weights to 16 bits where
+    /// Pillow runs a horizontal pass into an 8-bit intermediate image, then a
+    /// vertical pass, rounding half up and clipping to 0..=255 after each.
+    /// `fast_image_resize`'s 8-bit path differs in two ways that move pixels:
+    /// it runs the vertical pass first (moving edge pixels by up to five
+    /// levels in our goldens) and quantises kernel weights to 16 bits where
     /// Pillow keeps 22. So we run its `f32` kernels one axis at a time and do
-    /// Pillow's rounding between and after the passes ourselves.
+    /// Pillow's rounding ourselves.
+    ///
+    /// Each pass computes only the window's columns or rows: the kernels are
+    /// placed exactly where a full resize would place them (the crop box is in
+    /// source coordinates and may reach outside it), so the window equals the
+    /// same region of a full resize, without its cost.
     fn resize(
         &self,
         src: &[u8],
         (w0, h0): (u32, u32),
-        (w, h): (u32, u32),
+        (w, h): (u64, u64),
+        (left, top, cw, ch): (u64, u64, u32, u32),
     ) -> Result<Vec<u8>, ImageError> {
-        let options = ResizeOptions::new().resize_alg(self.resample.algorithm());
         let mut resizer = Resizer::new();
+        let alg = self.resample.algorithm();
         let round = |p: &F32x3| F32x3::new(p.0.map(|v| (v + 0.5).floor().clamp(0.0, 255.0)));
         let mut pass = |pixels: Vec<F32x3>,
                         from: (u32, u32),
-                        to: (u32, u32)|
+                        to: (u32, u32),
+                        crop: (f64, f64, f64, f64)|
          -> Result<Vec<F32x3>, ImageError> {
-            if from == to {
+            if from == to && crop == (0.0, 0.0, from.0 as f64, from.1 as f64) {
                 return Ok(pixels);
             }
             let src = TypedImageRef::new(from.0, from.1, &pixels)
                 .map_err(|e| ImageError::Inference(format!("resize source: {e}")))?;
             let mut dst = TypedImage::<F32x3>::new(to.0, to.1);
+            let options = ResizeOptions::new()
+                .resize_alg(alg)
+                .crop(crop.0, crop.1, crop.2, crop.3);
             resizer
                 .resize_typed(&src, &mut dst, &options)
                 .map_err(|e| ImageError::Inference(format!("resize: {e}")))?;
@@ -286,8 +297,20 @@ impl PreprocessConfig {
             .chunks_exact(3)
             .map(|p| F32x3::new([p[0] as f32, p[1] as f32, p[2] as f32]))
             .collect();
-        let horizontal = pass(input, (w0, h0), (w, h0))?;
-        let both = pass(horizontal, (w, h0), (w, h))?;
+        let sx = w0 as f64 / w as f64;
+        let sy = h0 as f64 / h as f64;
+        let horizontal = pass(
+            input,
+            (w0, h0),
+            (cw, h0),
+            (left as f64 * sx, 0.0, cw as f64 * sx, h0 as f64),
+        )?;
+        let both = pass(
+            horizontal,
+            (cw, h0),
+            (cw, ch),
+            (0.0, top as f64 * sy, cw as f64, ch as f64 * sy),
+        )?;
         Ok(both.iter().flat_map(|p| p.0.map(|v| v as u8)).collect())
     }
 
@@ -301,42 +324,53 @@ impl PreprocessConfig {
             });
         }
         let (w, h) = self.resized_size(w0, h0);
+        let (ch, cw) = self.crop.map_or((h, w), |(ch, cw)| (ch as u64, cw as u64));
+        // transformers' center_crop: the window starts at floor((size - crop) / 2);
+        // a crop larger than the image pads it with zeros, ceil((crop - size) / 2)
+        // before it.
+        let axis = |size: u64, crop: u64| -> (u64, u64, u64) {
+            if crop <= size {
+                ((size - crop) / 2, crop, 0)
+            } else {
+                (0, size, (crop - size).div_ceil(2))
+            }
+        };
+        let (left, win_w, pad_left) = axis(w, cw);
+        let (top, win_h, pad_top) = axis(h, ch);
+        const MAX_OUTPUT: u64 = 1 << 28;
+        if win_w * win_h > MAX_OUTPUT || cw * ch > MAX_OUTPUT {
+            return Err(ImageError::TooManyPixels {
+                width: w.min(u32::MAX as u64) as u32,
+                height: h.min(u32::MAX as u64) as u32,
+                pixels: w.saturating_mul(h),
+                limit: MAX_OUTPUT,
+            });
+        }
+        let (win_w, win_h) = (win_w as u32, win_h as u32);
         let resized;
-        let pixels: &[u8] = if (w, h) == (w0, h0) {
+        let pixels: &[u8] = if (w, h) == (w0 as u64, h0 as u64) && (win_w, win_h) == (w0, h0) {
             image.as_raw()
         } else {
-            resized = self.resize(image.as_raw(), (w0, h0), (w, h))?;
+            resized = self.resize(image.as_raw(), (w0, h0), (w, h), (left, top, win_w, win_h))?;
             &resized
         };
-        // transformers' center_crop: floor offsets; pads with zeros when the
-        // crop is larger than the image.
-        let (ch, cw) = self.crop.unwrap_or((h, w));
-        let top = (h as i64 - ch as i64).div_euclid(2);
-        let left = (w as i64 - cw as i64).div_euclid(2);
         let scale = self.rescale.unwrap_or(1.0);
         let (mean, std) = self.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
-        let plane = ch as usize * cw as usize;
+        let (cw, ch) = (cw as usize, ch as usize);
+        let (win_w, win_h) = (win_w as usize, win_h as usize);
+        let (pad_left, pad_top) = (pad_left as usize, pad_top as usize);
+        let plane = ch * cw;
         let base = out.len();
         out.resize(base + 3 * plane, 0.0);
         let dst = &mut out[base..];
         for c in 0..3 {
             let (m, s) = (mean[c], std[c]);
-            let zero = (0.0 - m) / s;
-            for y in 0..ch as i64 {
-                let sy = y + top;
-                let row = &mut dst[c * plane + y as usize * cw as usize..][..cw as usize];
-                if sy < 0 || sy >= h as i64 {
-                    row.fill(zero);
-                    continue;
-                }
-                for (x, v) in row.iter_mut().enumerate() {
-                    let sx = x as i64 + left;
-                    *v = if sx < 0 || sx >= w as i64 {
-                        zero
-                    } else {
-                        let p = pixels[(sy as usize * w as usize + sx as usize) * 3 + c];
-                        (p as f32 * scale - m) / s
-                    };
+            dst[c * plane..(c + 1) * plane].fill((0.0 - m) / s);
+            for y in 0..win_h {
+                let row = &mut dst[c * plane + (y + pad_top) * cw + pad_left..][..win_w];
+                let src_row = &pixels[y * win_w * 3..][..win_w * 3];
+                for (v, p) in row.iter_mut().zip(src_row.iter().skip(c).step_by(3)) {
+                    *v = (*p as f32 * scale - m) / s;
                 }
             }
         }
@@ -385,11 +419,32 @@ mod tests {
     #[test]
     fn shortest_edge_truncates_the_long_side_like_transformers() {
         let c = PreprocessConfig::from_json(r#"{"size": 224}"#).unwrap();
-        // int(224 * 451 / 300) = 336
+        // int(224 * 451 / 300) = 336; the long side of an extreme image is huge,
+        // but only its crop window is ever computed (see the next test).
         assert_eq!(c.resized_size(451, 300), (336, 224));
         assert_eq!(c.resized_size(300, 451), (224, 336));
         assert_eq!(c.resized_size(10000, 10), (224_000, 224));
         assert_eq!(c.resized_size(1, 10000), (224, 2_240_000));
+        assert_eq!(c.resized_size(1, 4_000_000_000), (224, 896_000_000_000));
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_cost_only_the_crop() {
+        let c = PreprocessConfig::from_json(r#"{"size": 224, "crop_size": 224}"#).unwrap();
+        for (w, h) in [(10_000, 10), (1, 20_000), (3, 1)] {
+            let img = RgbImage::from_pixel(w, h, image::Rgb([200, 100, 50]));
+            let mut out = Vec::new();
+            c.apply(&img, &mut out).unwrap();
+            assert_eq!(out.len(), 3 * 224 * 224, "{w}x{h}");
+        }
+        // Without a crop the whole resized image is the output, so a huge
+        // one is refused instead of allocated.
+        let c = PreprocessConfig::from_json(r#"{"size": 224, "do_center_crop": false}"#).unwrap();
+        let img = RgbImage::from_pixel(1, 20_000, image::Rgb([0, 0, 0]));
+        assert!(matches!(
+            c.apply(&img, &mut Vec::new()),
+            Err(ImageError::TooManyPixels { .. })
+        ));
     }
 
     #[test]

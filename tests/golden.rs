@@ -256,6 +256,41 @@ fn quantized_and_fp16_towers_load_and_stay_close() {
 }
 
 #[test]
+fn each_distinct_image_is_embedded_once() {
+    let model = ClipModel::load(&fixtures().join("model"), ModelOptions::default()).unwrap();
+    let (a, b) = (photo("chelsea.jpg"), photo("page.bmp"));
+    let first = model
+        .embed_images(&[&a, &b, &a, b""], 8, &DecodeLimits::default())
+        .unwrap();
+    assert_eq!(model.stats().images_embedded, 2);
+    assert_eq!(
+        first[0].as_ref().unwrap()[..],
+        first[2].as_ref().unwrap()[..]
+    );
+    assert_eq!(
+        first[3].as_ref().unwrap_err(),
+        &clip_runtime::ImageError::Empty
+    );
+    // A second function over the same batch: answered from the cache.
+    let again = model
+        .embed_images(&[&b, &a], 8, &DecodeLimits::default())
+        .unwrap();
+    assert_eq!(model.stats().images_embedded, 2);
+    assert_eq!(model.stats().vision_runs, 1);
+    assert_eq!(
+        again[0].as_ref().unwrap()[..],
+        first[1].as_ref().unwrap()[..]
+    );
+    // Other limits are another question.
+    let strict = DecodeLimits::default().with_max_pixels(1000);
+    let refused = model.embed_images(&[&a], 8, &strict).unwrap();
+    assert!(matches!(
+        refused[0],
+        Err(clip_runtime::ImageError::TooManyPixels { .. })
+    ));
+}
+
+#[test]
 fn bad_images_are_per_image_errors() {
     let model = model();
     let good = photo("chelsea.jpg");

@@ -2,6 +2,7 @@
 //! parameters and the text-embedding cache.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -128,9 +129,26 @@ pub struct ClipModel {
     text_cache: Mutex<HashMap<String, Embedding>>,
     /// Serialises cache fills so each distinct text reaches the tower once.
     text_fill: Mutex<()>,
+    /// Recent image outcomes by content, so that several functions over the
+    /// same images in one query (`clip_classify` and `clip_scores`, say)
+    /// decode and embed each image once.
+    image_cache: Mutex<HashMap<ImageKey, std::result::Result<Embedding, ImageError>>>,
+    image_hashers: (RandomState, RandomState),
     logit_scale: OnceLock<std::result::Result<f32, String>>,
     counters: Counters,
 }
+
+/// Identifies encoded image bytes (with the limits they were decoded under)
+/// by length and a 128-bit keyed hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ImageKey {
+    len: usize,
+    hash: (u64, u64),
+    limits: DecodeLimits,
+}
+
+/// Most image outcomes a model remembers (a few batches of every partition).
+const IMAGE_CACHE_CAPACITY: usize = 1024;
 
 impl std::fmt::Debug for ClipModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -290,6 +308,8 @@ impl ClipModel {
             text_len,
             text_cache: Mutex::new(HashMap::new()),
             text_fill: Mutex::new(()),
+            image_cache: Mutex::new(HashMap::new()),
+            image_hashers: (RandomState::new(), RandomState::new()),
             logit_scale: OnceLock::new(),
             counters: Counters::default(),
         })
@@ -365,21 +385,63 @@ impl ClipModel {
     ///
     /// The outer `Result` is for failures of the model itself; each image has
     /// its own inner `Result`, so one bad image never fails the others.
+    /// Images seen recently (same bytes, same limits) are answered from a
+    /// small cache instead of being decoded and embedded again.
     pub fn embed_images(
         &self,
         images: &[&[u8]],
         batch_size: usize,
         limits: &DecodeLimits,
     ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
-        let mut results = Vec::with_capacity(images.len());
-        for chunk in images.chunks(batch_size.max(1)) {
+        let keys: Vec<ImageKey> = images.iter().map(|b| self.image_key(b, limits)).collect();
+        let mut results: Vec<Option<std::result::Result<Embedding, ImageError>>> = {
+            let cache = self.image_cache.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter().map(|k| cache.get(k).cloned()).collect()
+        };
+        let mut first_of: HashMap<ImageKey, usize> = HashMap::new();
+        let todo: Vec<usize> = (0..images.len())
+            .filter(|&i| results[i].is_none() && *first_of.entry(keys[i]).or_insert(i) == i)
+            .collect();
+        for chunk in todo.chunks(batch_size.max(1)) {
             let pixels: Vec<_> = chunk
                 .iter()
-                .map(|b| self.preprocess_one(b, limits))
+                .map(|&i| self.preprocess_one(images[i], limits))
                 .collect();
-            results.extend(self.embed_batch(pixels)?);
+            let embedded = self.embed_batch(pixels)?;
+            let mut cache = self.image_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() + chunk.len() > IMAGE_CACHE_CAPACITY {
+                cache.clear();
+            }
+            for (&i, outcome) in chunk.iter().zip(embedded) {
+                cache.insert(keys[i], outcome.clone());
+                results[i] = Some(outcome);
+            }
         }
-        Ok(results)
+        // Duplicates within this call take their first occurrence's outcome.
+        let resolved: Vec<_> = (0..images.len())
+            .map(|i| {
+                results[i]
+                    .clone()
+                    .or_else(|| results[first_of[&keys[i]]].clone())
+            })
+            .collect();
+        Ok(resolved
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(ImageError::Inference("image was not processed".into())))
+            })
+            .collect())
+    }
+
+    fn image_key(&self, bytes: &[u8], limits: &DecodeLimits) -> ImageKey {
+        ImageKey {
+            len: bytes.len(),
+            hash: (
+                self.image_hashers.0.hash_one(bytes),
+                self.image_hashers.1.hash_one(bytes),
+            ),
+            limits: *limits,
+        }
     }
 
     /// Runs one batch of preprocessed images through the vision tower; images

@@ -131,17 +131,22 @@ impl Tower {
     }
 
     pub fn float_input(&self, names: &[&str]) -> Result<Port<Float>> {
-        let (name, ty) = self.find_input(names, true)?.ok_or_else(|| {
-            self.graph_err(format!("expected an input named {}", names.join(" or ")))
-        })?;
-        let (elem, shape) = tensor_type(&ty)
-            .ok_or_else(|| self.graph_err(format!("input {name} is not a tensor")))?;
+        match self.find_input(names, true)? {
+            Some((name, ty)) => self.float_port("input", name, &ty),
+            None => Err(self.graph_err(format!("expected an input named {}", names.join(" or ")))),
+        }
+    }
+
+    /// A float tensor port, or an error naming what it is instead.
+    fn float_port(&self, what: &str, name: String, ty: &ValueType) -> Result<Port<Float>> {
+        let (elem, shape) = tensor_type(ty)
+            .ok_or_else(|| self.graph_err(format!("{what} {name} is not a tensor")))?;
         let ty = match elem {
             TensorElementType::Float32 => Float::F32,
             TensorElementType::Float16 => Float::F16,
             other => {
                 return Err(self.graph_err(format!(
-                    "input {name} has element type {other:?}, expected float32 or float16"
+                    "{what} {name} has element type {other:?}, expected float32 or float16"
                 )));
             }
         };
@@ -195,28 +200,13 @@ impl Tower {
             .find(|o| o.name() == name)
             .map(|o| o.dtype().clone());
         drop(s);
-        let ty = found.ok_or_else(|| {
-            self.graph_err(format!(
+        match found {
+            Some(ty) => self.float_port("output", name.to_string(), &ty),
+            None => Err(self.graph_err(format!(
                 "expected an output named {name}; the graph has {}",
                 self.describe()
-            ))
-        })?;
-        let (elem, shape) = tensor_type(&ty)
-            .ok_or_else(|| self.graph_err(format!("output {name} is not a tensor")))?;
-        let ty = match elem {
-            TensorElementType::Float32 => Float::F32,
-            TensorElementType::Float16 => Float::F16,
-            other => {
-                return Err(self.graph_err(format!(
-                    "output {name} has element type {other:?}, expected float32 or float16"
-                )));
-            }
-        };
-        Ok(Port {
-            name: name.to_string(),
-            ty,
-            shape,
-        })
+            ))),
+        }
     }
 
     /// Locks a free session, or waits for the next one in turn.

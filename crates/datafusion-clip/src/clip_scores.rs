@@ -10,16 +10,7 @@
 //! is a list literal or a per-row list column of strings. NULL image → NULL;
 //! an undecodable image → NULL (or a query error with `clip.on_error = 'fail'`).
 
-use datafusion::arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::Result;
-use datafusion::config::ConfigOptions;
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
-};
-
-use crate::common::{ScoreInput, ScoreOutput, Scoring};
-use crate::planning::PlanningContext;
+use crate::common::{ScoreInput, ScoreOutput, Scoring, scoring_udf};
 
 const SCORING: Scoring = Scoring {
     name: "clip_scores",
@@ -28,58 +19,8 @@ const SCORING: Scoring = Scoring {
     output: ScoreOutput::Scores,
 };
 
-/// `clip_scores(image, labels)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClipScores {
-    signature: Signature,
-    planning: PlanningContext,
-}
-
-impl Default for ClipScores {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ClipScores {
-    /// A new instance; `register_all` gives it the session's config.
-    pub fn new() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Stable),
-            planning: PlanningContext::default(),
-        }
-    }
-}
-
-impl ScalarUDFImpl for ClipScores {
-    fn name(&self) -> &str {
-        SCORING.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        SCORING.coerce_types(&self.planning, arg_types)
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(SCORING.return_type())
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        SCORING.return_field(&self.planning, args)
-    }
-
-    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
-        Some(ScalarUDF::new_from_impl(Self {
-            planning: PlanningContext::from_config(config),
-            ..self.clone()
-        }))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        SCORING.invoke(args)
-    }
-}
+scoring_udf!(
+    /// `clip_scores(image, labels)`.
+    ClipScores,
+    SCORING
+);

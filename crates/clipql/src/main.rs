@@ -3,6 +3,7 @@
 //! This binary parses arguments and wires `datafusion-clip` into a
 //! DataFusion session; the work happens in the library crates.
 
+mod classify;
 mod output;
 
 use std::path::PathBuf;
@@ -29,6 +30,113 @@ struct Cli {
 enum Command {
     /// Run SQL statements; the last statement's result is printed.
     Sql(SqlArgs),
+    /// Label every image under folders, globs or files; one output row per image.
+    Classify(ClassifyArgs),
+}
+
+/// Exit code when every image was classified.
+const EXIT_OK: u8 = 0;
+/// Exit code for a fatal error: nothing (or nothing complete) was written.
+const EXIT_FATAL: u8 = 1;
+/// Exit code when the output was written but some images failed.
+const EXIT_SOME_FAILED: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnError {
+    /// Record the image with a NULL label and its reason in `error`.
+    Null,
+    /// Stop at the first bad image, writing nothing.
+    Fail,
+}
+
+#[derive(Debug, Args)]
+struct ClassifyArgs {
+    /// Folders (searched recursively), globs or image files.
+    #[arg(required = true)]
+    sources: Vec<String>,
+
+    /// Candidate labels.
+    #[arg(long, num_args = 1.., required_unless_present = "labels_file", conflicts_with = "labels_file")]
+    labels: Vec<String>,
+
+    /// A file with one label per line (blank lines and lines starting with # are skipped).
+    #[arg(long)]
+    labels_file: Option<PathBuf>,
+
+    /// Wraps each label into the text CLIP sees, e.g. 'a photo of a {}'; the output shows the bare label.
+    #[arg(long)]
+    template: Option<String>,
+
+    /// Model directory (sets clip.model).
+    #[arg(long, env = "CLIPQL_MODEL")]
+    model: Option<PathBuf>,
+
+    /// Output file: .parquet, .csv or .jsonl. Without it, a table goes to stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+
+    /// Keep the K best labels in `scores` (default: all).
+    #[arg(long)]
+    top_k: Option<usize>,
+
+    /// Add each image's embedding as an `embedding` column.
+    #[arg(long)]
+    with_embeddings: bool,
+
+    /// What a bad image does.
+    #[arg(long, value_enum, default_value_t = OnError::Null)]
+    on_error: OnError,
+
+    /// Images per vision-tower run (clip.batch_size).
+    #[arg(long)]
+    batch_size: Option<usize>,
+
+    /// ONNX Runtime threads (clip.intra_threads; default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+
+    /// No progress bar or summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
+    let raw: Vec<String> = match &args.labels_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| {
+                DataFusionError::IoError(e).context(format!("reading {}", file.display()))
+            })?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => args.labels.clone(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    Ok(raw.into_iter().filter(|l| seen.insert(l.clone())).collect())
+}
+
+async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionError> {
+    let job = classify::ClassifyJob {
+        labels: read_labels(&args)?,
+        sources: args.sources,
+        template: args.template,
+        model: args.model,
+        output: args.output,
+        top_k: args.top_k,
+        with_embeddings: args.with_embeddings,
+        fail_on_error: args.on_error == OnError::Fail,
+        batch_size: args.batch_size,
+        threads: args.threads,
+        quiet: args.quiet,
+    };
+    let summary = classify::run(job).await?;
+    Ok(if summary.failures() > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 #[derive(Debug, Args)]
@@ -148,13 +256,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::Sql(args) => runtime.block_on(run_sql(args)),
+        Command::Sql(args) => runtime.block_on(run_sql(args)).map(|()| EXIT_OK),
+        Command::Classify(args) => runtime.block_on(run_classify(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e);
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FATAL)
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::Format;
 pub fn write(out: &mut impl Write, batches: &[RecordBatch], format: Format) -> Result<()> {
     match format {
         Format::Table => writeln!(out, "{}", pretty_format_batches(batches)?)?,
-        Format::Csv => write_csv(out, batches)?,
+        Format::Csv => write_csv(out, batches, true)?,
         Format::Json => {
             let mut writer = WriterBuilder::new()
                 .with_explicit_nulls(true)
@@ -44,17 +44,19 @@ fn csv_field(s: &str) -> String {
 
 /// CSV via arrow's display formatting, so nested values (score lists,
 /// embeddings) come out as readable text instead of being refused.
-fn write_csv(out: &mut impl Write, batches: &[RecordBatch]) -> Result<()> {
+pub fn write_csv(out: &mut impl Write, batches: &[RecordBatch], header: bool) -> Result<()> {
     let Some(first) = batches.first() else {
         return Ok(());
     };
-    let header: Vec<String> = first
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| csv_field(f.name()))
-        .collect();
-    writeln!(out, "{}", header.join(","))?;
+    if header {
+        let names: Vec<String> = first
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| csv_field(f.name()))
+            .collect();
+        writeln!(out, "{}", names.join(","))?;
+    }
     let options = FormatOptions::default().with_null("");
     for batch in batches {
         let formatters = batch

@@ -1,0 +1,484 @@
+//! `clipql classify`: label every image under some sources, with one row out
+//! per image in, written incrementally to Parquet, CSV or JSON Lines.
+//!
+//! The work is planned through DataFusion with the same functions as SQL:
+//!
+//! ```sql
+//! SELECT path, clip_scores(image, [prompts]) AS scores,
+//!        CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
+//! FROM <IMAGE table over the sources>
+//! ```
+//!
+//! and each result batch is reshaped here (class names instead of prompts,
+//! top-k) and appended to the output as it arrives.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, ListArray, RecordBatch, StringArray, StructArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
+use datafusion_clip::{ImageScanExec, ImageTable};
+use futures::StreamExt;
+
+/// What `classify` was asked to do (parsed by `main`).
+#[derive(Debug)]
+pub struct ClassifyJob {
+    /// Folders, globs or files.
+    pub sources: Vec<String>,
+    /// Class names (or full prompts when there is no template).
+    pub labels: Vec<String>,
+    /// `a photo of a {}`: wraps each class name into the text CLIP sees.
+    pub template: Option<String>,
+    /// Model directory.
+    pub model: Option<PathBuf>,
+    /// Output file; its extension picks the format. None: a table on stdout.
+    pub output: Option<PathBuf>,
+    /// Keep only the k best labels in `scores`.
+    pub top_k: Option<usize>,
+    /// Add the image embedding to each row.
+    pub with_embeddings: bool,
+    /// Stop at the first bad image instead of recording it.
+    pub fail_on_error: bool,
+    /// Images per vision-tower run.
+    pub batch_size: Option<usize>,
+    /// ONNX Runtime threads.
+    pub threads: Option<usize>,
+    /// No progress bar or summary.
+    pub quiet: bool,
+}
+
+/// How a finished job went.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Images with a label.
+    pub classified: u64,
+    /// Images without one, by reason.
+    pub failed: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Number of failed images.
+    pub fn failures(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "parquet" => Ok(Self::Parquet),
+            "csv" => Ok(Self::Csv),
+            "jsonl" | "ndjson" | "json" => Ok(Self::Jsonl),
+            _ => Err(DataFusionError::Plan(format!(
+                "--output {}: the extension picks the format; use .parquet, .csv or .jsonl",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The output file, written under a temporary name and renamed into place
+/// only when complete, so a crash never leaves a half file that looks whole.
+enum Sink {
+    Parquet(ArrowWriter<File>),
+    Csv(File, bool),
+    Jsonl(LineDelimitedWriter<File>),
+    Stdout(Vec<RecordBatch>),
+}
+
+struct Output {
+    sink: Sink,
+    temp: Option<PathBuf>,
+    target: Option<PathBuf>,
+}
+
+impl Output {
+    fn create(target: Option<&Path>, schema: &SchemaRef) -> Result<Self> {
+        let Some(target) = target else {
+            return Ok(Self {
+                sink: Sink::Stdout(Vec::new()),
+                temp: None,
+                target: None,
+            });
+        };
+        let format = Format::from_path(target)?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+        let file = File::create(&temp).map_err(|e| {
+            DataFusionError::IoError(e).context(format!("creating {}", temp.display()))
+        })?;
+        let sink = match format {
+            Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?),
+            Format::Csv => Sink::Csv(file, false),
+            Format::Jsonl => Sink::Jsonl(LineDelimitedWriter::new(file)),
+        };
+        Ok(Self {
+            sink,
+            temp: Some(temp),
+            target: Some(target.to_path_buf()),
+        })
+    }
+
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        match &mut self.sink {
+            Sink::Parquet(w) => w.write(&batch)?,
+            Sink::Csv(file, header_written) => {
+                crate::output::write_csv(file, &[batch], !*header_written)?;
+                *header_written = true;
+            }
+            Sink::Jsonl(w) => w.write(&batch)?,
+            Sink::Stdout(batches) => batches.push(batch),
+        }
+        Ok(())
+    }
+
+    fn finish(self, schema: &SchemaRef) -> Result<()> {
+        match self.sink {
+            Sink::Parquet(w) => {
+                w.close()?;
+            }
+            Sink::Csv(mut file, header_written) => {
+                if !header_written {
+                    crate::output::write_csv(
+                        &mut file,
+                        &[RecordBatch::new_empty(Arc::clone(schema))],
+                        true,
+                    )?;
+                }
+                file.sync_all()?;
+            }
+            Sink::Jsonl(mut w) => {
+                w.finish()?;
+                w.into_inner().sync_all()?;
+            }
+            Sink::Stdout(batches) => {
+                let mut stdout = std::io::stdout().lock();
+                crate::output::write(&mut stdout, &batches, crate::Format::Table)?;
+            }
+        }
+        if let (Some(temp), Some(target)) = (self.temp, self.target) {
+            std::fs::rename(&temp, &target).map_err(|e| {
+                DataFusionError::IoError(e).context(format!(
+                    "moving the finished output to {}",
+                    target.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the partial file after a failure.
+    fn abandon(self) {
+        if let Some(temp) = self.temp {
+            drop(self.sink);
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn score_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ])
+}
+
+/// The output schema.
+fn output_schema(embedding: Option<&Field>) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("score", DataType::Float32, true),
+        Field::new(
+            "scores",
+            DataType::List(Arc::new(Field::new_list_field(
+                DataType::Struct(score_fields()),
+                true,
+            ))),
+            true,
+        ),
+        Field::new("error", DataType::Utf8, true),
+    ];
+    if let Some(e) = embedding {
+        fields.push(e.clone().with_name("embedding"));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Total files the plan will read.
+fn count_files(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan
+        .downcast_ref::<ImageScanExec>()
+        .map_or(0, |scan| scan.partitions().iter().map(Vec::len).sum());
+    own + plan.children().into_iter().map(count_files).sum::<usize>()
+}
+
+struct Reshaper {
+    /// Prompt → class name.
+    names: std::collections::HashMap<String, String>,
+    top_k: Option<usize>,
+    schema: SchemaRef,
+}
+
+impl Reshaper {
+    fn name_of(&self, prompt: &str) -> String {
+        self.names
+            .get(prompt)
+            .map_or_else(|| prompt.to_string(), String::clone)
+    }
+
+    /// `path, scores (over prompts), error [, embedding]` → the output batch.
+    fn reshape(&self, batch: &RecordBatch, summary: &mut Summary) -> Result<RecordBatch> {
+        let scores = batch.column(1).as_list::<i32>();
+        let errors = batch.column(2).as_string::<i32>();
+        let mut label = Vec::with_capacity(batch.num_rows());
+        let mut score = Vec::with_capacity(batch.num_rows());
+        let mut offsets = vec![0i32];
+        let mut labels: Vec<String> = Vec::new();
+        let mut values: Vec<f32> = Vec::new();
+        for row in 0..batch.num_rows() {
+            if scores.is_null(row) {
+                label.push(None);
+                score.push(None);
+                let reason = if errors.is_null(row) {
+                    "unknown error"
+                } else {
+                    errors.value(row)
+                };
+                *summary.failed.entry(reason.to_string()).or_default() += 1;
+            } else {
+                let entries = scores.value(row);
+                let entries = entries.as_struct();
+                let prompts = entries.column(0).as_string::<i32>();
+                let probs = entries.column(1).as_primitive::<Float32Type>();
+                let keep = self.top_k.unwrap_or(usize::MAX).min(prompts.len());
+                for i in 0..keep {
+                    let prompt = prompts.value(i);
+                    labels.push(self.name_of(prompt));
+                    values.push(probs.value(i));
+                }
+                let first = prompts.value(0);
+                label.push(Some(self.name_of(first)));
+                score.push(Some(probs.value(0)));
+                summary.classified += 1;
+            }
+            offsets.push(labels.len() as i32);
+        }
+        let entries = StructArray::try_new(
+            score_fields(),
+            vec![
+                Arc::new(StringArray::from(labels)) as ArrayRef,
+                Arc::new(Float32Array::from(values)),
+            ],
+            None,
+        )?;
+        let DataType::List(item) = self.schema.field(3).data_type().clone() else {
+            return Err(DataFusionError::Internal("scores is a list".into()));
+        };
+        let scores_out = ListArray::try_new(
+            item,
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(entries),
+            Some(NullBuffer::from(
+                label.iter().map(Option::is_some).collect::<Vec<_>>(),
+            )),
+        )?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::clone(batch.column(0)),
+            Arc::new(StringArray::from(label)),
+            Arc::new(Float32Array::from(score)),
+            Arc::new(scores_out),
+            Arc::clone(batch.column(2)),
+        ];
+        if batch.num_columns() > 3 {
+            columns.push(Arc::clone(batch.column(3)));
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// A one-line progress display on stderr.
+struct Progress {
+    enabled: bool,
+    total: usize,
+    done: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn update(&mut self, rows: usize) {
+        self.done += rows;
+        if !self.enabled {
+            return;
+        }
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(self.done)) as f64 / rate
+        } else {
+            0.0
+        };
+        let width = 30;
+        let filled = (width * self.done).checked_div(self.total).unwrap_or(width);
+        eprint!(
+            "\r[{}{}] {}/{} images, {:.1} img/s, ETA {:.0}s   ",
+            "#".repeat(filled),
+            "-".repeat(width - filled.min(width)),
+            self.done,
+            self.total,
+            rate,
+            eta
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Runs the job. Returns how it went; an `Err` is fatal (no output written).
+pub async fn run(job: ClassifyJob) -> Result<Summary> {
+    if job.labels.is_empty() {
+        return Err(DataFusionError::Plan(
+            "no labels: pass --labels 'a photo of a cat' 'a photo of a dog' or --labels-file FILE"
+                .into(),
+        ));
+    }
+    if job.sources.is_empty() {
+        return Err(DataFusionError::Plan(
+            "no SOURCE: give folders, globs or image files".into(),
+        ));
+    }
+    let prompts: Vec<String> = match &job.template {
+        Some(t) if !t.contains("{}") => {
+            return Err(DataFusionError::Plan(format!(
+                "--template {t:?} has no {{}} for the class name; write e.g. 'a photo of a {{}}'"
+            )));
+        }
+        Some(t) => job.labels.iter().map(|l| t.replace("{}", l)).collect(),
+        None => job.labels.clone(),
+    };
+    let names = prompts
+        .iter()
+        .cloned()
+        .zip(job.labels.iter().cloned())
+        .collect();
+
+    let mut config = datafusion_clip::session_config();
+    if let Some(model) = &job.model {
+        config = config.set_str("clip.model", &model.to_string_lossy());
+    }
+    config = config.set_str(
+        "clip.on_error",
+        if job.fail_on_error { "fail" } else { "null" },
+    );
+    if let Some(b) = job.batch_size {
+        config = config.set_str("clip.batch_size", &b.to_string());
+    }
+    if let Some(t) = job.threads {
+        config = config.set_str("clip.intra_threads", &t.to_string());
+    }
+    let ctx = SessionContext::new_with_config(config);
+    datafusion_clip::register_all(&ctx)?;
+    ctx.register_table(
+        "images",
+        Arc::new(ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?),
+    )?;
+
+    let list = format!(
+        "[{}]",
+        prompts
+            .iter()
+            .map(|p| sql_string(p))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let embedding = if job.with_embeddings {
+        ", clip_image_embedding(image) AS embedding"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
+         FROM (SELECT path, image, clip_scores(image, {list}) AS scores FROM images) ORDER BY path"
+    );
+    let df = ctx.sql(&sql).await?;
+    let plan = df.create_physical_plan().await?;
+    let total = count_files(&plan);
+    let embedding_field = job.with_embeddings.then(|| plan.schema().field(3).clone());
+    let schema = output_schema(embedding_field.as_ref());
+    let reshaper = Reshaper {
+        names,
+        top_k: job.top_k,
+        schema: Arc::clone(&schema),
+    };
+    let mut progress = Progress {
+        enabled: !job.quiet && std::io::stderr().is_terminal(),
+        total,
+        done: 0,
+        start: Instant::now(),
+    };
+    let mut output = Output::create(job.output.as_deref(), &schema)?;
+    let mut summary = Summary::default();
+    let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    let result: Result<()> = async {
+        while let Some(batch) = stream.next().await {
+            let batch = reshaper.reshape(&batch?, &mut summary)?;
+            progress.update(batch.num_rows());
+            output.write(batch)?;
+        }
+        Ok(())
+    }
+    .await;
+    if progress.enabled {
+        eprintln!();
+    }
+    match result {
+        Ok(()) => output.finish(&schema)?,
+        Err(e) => {
+            output.abandon();
+            return Err(e);
+        }
+    }
+    if !job.quiet && std::io::stderr().is_terminal() {
+        let secs = progress.start.elapsed().as_secs_f64();
+        eprintln!(
+            "classified {} images, {} failed, in {secs:.1}s ({:.1} img/s)",
+            summary.classified,
+            summary.failures(),
+            (summary.classified + summary.failures()) as f64 / secs.max(1e-3)
+        );
+        for (reason, n) in &summary.failed {
+            eprintln!("  {n} × {reason}");
+        }
+    }
+    Ok(summary)
+}

@@ -556,3 +556,60 @@ fn classify_reads_labels_from_a_file_and_checks_its_arguments() {
     let o = clipql(&["classify", "tests/fixtures/photos"]);
     assert_eq!(o.status.code(), Some(2), "labels are required");
 }
+
+/// Embed once, relabel forever, from the command line.
+#[test]
+fn embed_then_classify_the_stored_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("emb.parquet");
+    let o = clipql(&[
+        "embed",
+        "tests/fixtures/table/",
+        "--model",
+        "tests/fixtures/model",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "three broken files: {}",
+        stderr(&o)
+    );
+    let o = clipql(&[
+        "sql",
+        "--model",
+        "tests/fixtures/model",
+        "--format",
+        "jsonl",
+        "-c",
+        &format!(
+            "SELECT regexp_replace(path, '.*/', '') AS name, \
+             clip_classify_embedding(embedding, ['a photo of a cat', 'a photo of a horse']) AS label, \
+             error IS NOT NULL AS failed FROM '{}' ORDER BY name",
+            out.display()
+        ),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    let chelsea = rows.iter().find(|r| r["name"] == "chelsea.jpg").unwrap();
+    assert_eq!(chelsea["label"], "a photo of a horse");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["failed"] == true && r["label"].is_null())
+            .count(),
+        3
+    );
+
+    let o = clipql(&[
+        "embed",
+        "tests/fixtures/photos",
+        "--model",
+        "tests/fixtures/model",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "--output is required");
+}

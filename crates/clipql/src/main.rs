@@ -3,7 +3,7 @@
 //! This binary parses arguments and wires `datafusion-clip` into a
 //! DataFusion session; the work happens in the library crates.
 
-mod classify;
+mod batch;
 mod output;
 
 use std::path::PathBuf;
@@ -32,6 +32,8 @@ enum Command {
     Sql(SqlArgs),
     /// Label every image under folders, globs or files; one output row per image.
     Classify(ClassifyArgs),
+    /// Write every image's embedding, for clip_classify_embedding later; one row per image.
+    Embed(EmbedArgs),
 }
 
 /// Exit code when every image was classified.
@@ -49,39 +51,16 @@ enum OnError {
     Fail,
 }
 
+/// What every batch command takes.
 #[derive(Debug, Args)]
-struct ClassifyArgs {
+struct BatchArgs {
     /// Folders (searched recursively), globs or image files.
     #[arg(required = true)]
     sources: Vec<String>,
 
-    /// Candidate labels.
-    #[arg(long, num_args = 1.., required_unless_present = "labels_file", conflicts_with = "labels_file")]
-    labels: Vec<String>,
-
-    /// A file with one label per line (blank lines and lines starting with # are skipped).
-    #[arg(long)]
-    labels_file: Option<PathBuf>,
-
-    /// Wraps each label into the text CLIP sees, e.g. 'a photo of a {}'; the output shows the bare label.
-    #[arg(long)]
-    template: Option<String>,
-
     /// Model directory (sets clip.model).
     #[arg(long, env = "CLIPQL_MODEL")]
     model: Option<PathBuf>,
-
-    /// Output file: .parquet, .csv or .jsonl. Without it, a table goes to stdout.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
-
-    /// Keep the K best labels in `scores` (default: all).
-    #[arg(long)]
-    top_k: Option<usize>,
-
-    /// Add each image's embedding as an `embedding` column.
-    #[arg(long)]
-    with_embeddings: bool,
 
     /// What a bad image does.
     #[arg(long, value_enum, default_value_t = OnError::Null)]
@@ -98,6 +77,46 @@ struct ClassifyArgs {
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    batch: BatchArgs,
+
+    /// Candidate labels.
+    #[arg(long, num_args = 1.., required_unless_present = "labels_file", conflicts_with = "labels_file")]
+    labels: Vec<String>,
+
+    /// A file with one label per line (blank lines and lines starting with # are skipped).
+    #[arg(long)]
+    labels_file: Option<PathBuf>,
+
+    /// Wraps each label into the text CLIP sees, e.g. 'a photo of a {}'; the output shows the bare label.
+    #[arg(long)]
+    template: Option<String>,
+
+    /// Output file: .parquet, .csv or .jsonl. Without it, a table goes to stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+
+    /// Keep the K best labels in `scores` (default: all).
+    #[arg(long)]
+    top_k: Option<usize>,
+
+    /// Add each image's embedding as an `embedding` column.
+    #[arg(long)]
+    with_embeddings: bool,
+}
+
+#[derive(Debug, Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    batch: BatchArgs,
+
+    /// Output file: .parquet (or .csv, .jsonl) with `path`, `embedding`, `error`.
+    #[arg(long, short)]
+    output: PathBuf,
 }
 
 fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
@@ -117,26 +136,37 @@ fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
     Ok(raw.into_iter().filter(|l| seen.insert(l.clone())).collect())
 }
 
-async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionError> {
-    let job = classify::ClassifyJob {
-        labels: read_labels(&args)?,
-        sources: args.sources,
-        template: args.template,
-        model: args.model,
-        output: args.output,
-        top_k: args.top_k,
-        with_embeddings: args.with_embeddings,
-        fail_on_error: args.on_error == OnError::Fail,
-        batch_size: args.batch_size,
-        threads: args.threads,
-        quiet: args.quiet,
+async fn run_batch(
+    batch: BatchArgs,
+    task: batch::Task,
+    output: Option<PathBuf>,
+) -> Result<u8, DataFusionError> {
+    let job = batch::Job {
+        sources: batch.sources,
+        task,
+        model: batch.model,
+        output,
+        fail_on_error: batch.on_error == OnError::Fail,
+        batch_size: batch.batch_size,
+        threads: batch.threads,
+        quiet: batch.quiet,
     };
-    let summary = classify::run(job).await?;
+    let summary = batch::run(job).await?;
     Ok(if summary.failures() > 0 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
     })
+}
+
+async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionError> {
+    let task = batch::Task::Classify {
+        labels: read_labels(&args)?,
+        template: args.template,
+        top_k: args.top_k,
+        with_embeddings: args.with_embeddings,
+    };
+    run_batch(args.batch, task, args.output).await
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +288,9 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Sql(args) => runtime.block_on(run_sql(args)).map(|()| EXIT_OK),
         Command::Classify(args) => runtime.block_on(run_classify(args)),
+        Command::Embed(args) => {
+            runtime.block_on(run_batch(args.batch, batch::Task::Embed, Some(args.output)))
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

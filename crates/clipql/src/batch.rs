@@ -1,12 +1,12 @@
-//! `clipql classify`: label every image under some sources, with one row out
-//! per image in, written incrementally to Parquet, CSV or JSON Lines.
+//! The batch commands, `clipql classify` and `clipql embed`: one row out per
+//! image in, written incrementally to Parquet, CSV or JSON Lines.
 //!
-//! The work is planned through DataFusion with the same functions as SQL:
+//! The work is planned through DataFusion with the same functions as SQL,
+//! e.g. for `classify`:
 //!
 //! ```sql
-//! SELECT path, clip_scores(image, [prompts]) AS scores,
-//!        CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
-//! FROM <IMAGE table over the sources>
+//! SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
+//! FROM (SELECT path, image, clip_scores(image, [prompts]) AS scores FROM <IMAGE table>)
 //! ```
 //!
 //! and each result batch is reshaped here (class names instead of prompts,
@@ -32,23 +32,35 @@ use datafusion::prelude::SessionContext;
 use datafusion_clip::{ImageScanExec, ImageTable};
 use futures::StreamExt;
 
-/// What `classify` was asked to do (parsed by `main`).
+/// What a batch command computes per image.
 #[derive(Debug)]
-pub struct ClassifyJob {
+pub enum Task {
+    /// `clipql classify`.
+    Classify {
+        /// Class names (or full prompts when there is no template).
+        labels: Vec<String>,
+        /// `a photo of a {}`: wraps each class name into the text CLIP sees.
+        template: Option<String>,
+        /// Keep only the k best labels in `scores`.
+        top_k: Option<usize>,
+        /// Add the image embedding to each row.
+        with_embeddings: bool,
+    },
+    /// `clipql embed`: `path`, `embedding`, `error`.
+    Embed,
+}
+
+/// A batch job (parsed by `main`).
+#[derive(Debug)]
+pub struct Job {
     /// Folders, globs or files.
     pub sources: Vec<String>,
-    /// Class names (or full prompts when there is no template).
-    pub labels: Vec<String>,
-    /// `a photo of a {}`: wraps each class name into the text CLIP sees.
-    pub template: Option<String>,
+    /// What to compute.
+    pub task: Task,
     /// Model directory.
     pub model: Option<PathBuf>,
     /// Output file; its extension picks the format. None: a table on stdout.
     pub output: Option<PathBuf>,
-    /// Keep only the k best labels in `scores`.
-    pub top_k: Option<usize>,
-    /// Add the image embedding to each row.
-    pub with_embeddings: bool,
     /// Stop at the first bad image instead of recording it.
     pub fail_on_error: bool,
     /// Images per vision-tower run.
@@ -364,33 +376,88 @@ impl Progress {
     }
 }
 
-/// Runs the job. Returns how it went; an `Err` is fatal (no output written).
-pub async fn run(job: ClassifyJob) -> Result<Summary> {
-    if job.labels.is_empty() {
+/// `embed` rows pass through; only the failures are counted.
+fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) {
+    let embeddings = batch.column(1);
+    let errors = batch.column(2).as_string::<i32>();
+    for row in 0..batch.num_rows() {
+        if embeddings.is_null(row) {
+            let reason = if errors.is_null(row) {
+                "unknown error"
+            } else {
+                errors.value(row)
+            };
+            *summary.failed.entry(reason.to_string()).or_default() += 1;
+        } else {
+            summary.classified += 1;
+        }
+    }
+}
+
+/// The query for a task; for `classify`, also how to reshape its batches
+/// and which result column holds the embedding.
+fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
+    let Task::Classify {
+        labels,
+        template,
+        top_k,
+        with_embeddings,
+    } = task
+    else {
+        let sql = "SELECT path, embedding, \
+                   CASE WHEN embedding IS NULL THEN clip_image_error(image) END AS error \
+                   FROM (SELECT path, image, clip_image_embedding(image) AS embedding FROM images) \
+                   ORDER BY path";
+        return Ok((sql.to_string(), None, None));
+    };
+    if labels.is_empty() {
         return Err(DataFusionError::Plan(
             "no labels: pass --labels 'a photo of a cat' 'a photo of a dog' or --labels-file FILE"
                 .into(),
         ));
     }
-    if job.sources.is_empty() {
-        return Err(DataFusionError::Plan(
-            "no SOURCE: give folders, globs or image files".into(),
-        ));
-    }
-    let prompts: Vec<String> = match &job.template {
+    let prompts: Vec<String> = match template {
         Some(t) if !t.contains("{}") => {
             return Err(DataFusionError::Plan(format!(
                 "--template {t:?} has no {{}} for the class name; write e.g. 'a photo of a {{}}'"
             )));
         }
-        Some(t) => job.labels.iter().map(|l| t.replace("{}", l)).collect(),
-        None => job.labels.clone(),
+        Some(t) => labels.iter().map(|l| t.replace("{}", l)).collect(),
+        None => labels.clone(),
     };
-    let names = prompts
-        .iter()
-        .cloned()
-        .zip(job.labels.iter().cloned())
-        .collect();
+    let list = format!(
+        "[{}]",
+        prompts
+            .iter()
+            .map(|p| sql_string(p))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let embedding = if *with_embeddings {
+        ", clip_image_embedding(image) AS embedding"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
+         FROM (SELECT path, image, clip_scores(image, {list}) AS scores FROM images) ORDER BY path"
+    );
+    let reshaper = Reshaper {
+        names: prompts.into_iter().zip(labels.iter().cloned()).collect(),
+        top_k: *top_k,
+        schema: output_schema(None),
+    };
+    Ok((sql, Some(reshaper), with_embeddings.then_some(3)))
+}
+
+/// Runs the job. Returns how it went; an `Err` is fatal (no output written).
+pub async fn run(job: Job) -> Result<Summary> {
+    if job.sources.is_empty() {
+        return Err(DataFusionError::Plan(
+            "no SOURCE: give folders, globs or image files".into(),
+        ));
+    }
+    let (sql, mut reshaper, embedding_column) = plan_task(&job.task)?;
 
     let mut config = datafusion_clip::session_config();
     if let Some(model) = &job.model {
@@ -413,32 +480,16 @@ pub async fn run(job: ClassifyJob) -> Result<Summary> {
         Arc::new(ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?),
     )?;
 
-    let list = format!(
-        "[{}]",
-        prompts
-            .iter()
-            .map(|p| sql_string(p))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let embedding = if job.with_embeddings {
-        ", clip_image_embedding(image) AS embedding"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
-         FROM (SELECT path, image, clip_scores(image, {list}) AS scores FROM images) ORDER BY path"
-    );
     let df = ctx.sql(&sql).await?;
     let plan = df.create_physical_plan().await?;
     let total = count_files(&plan);
-    let embedding_field = job.with_embeddings.then(|| plan.schema().field(3).clone());
-    let schema = output_schema(embedding_field.as_ref());
-    let reshaper = Reshaper {
-        names,
-        top_k: job.top_k,
-        schema: Arc::clone(&schema),
+    let schema = match &mut reshaper {
+        Some(r) => {
+            let embedding = embedding_column.map(|i| plan.schema().field(i).clone());
+            r.schema = output_schema(embedding.as_ref());
+            Arc::clone(&r.schema)
+        }
+        None => plan.schema(),
     };
     let mut progress = Progress {
         enabled: !job.quiet && std::io::stderr().is_terminal(),
@@ -451,7 +502,14 @@ pub async fn run(job: ClassifyJob) -> Result<Summary> {
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
     let result: Result<()> = async {
         while let Some(batch) = stream.next().await {
-            let batch = reshaper.reshape(&batch?, &mut summary)?;
+            let batch = match &reshaper {
+                Some(r) => r.reshape(&batch?, &mut summary)?,
+                None => {
+                    let batch = batch?;
+                    count_embed_failures(&batch, &mut summary);
+                    batch
+                }
+            };
             progress.update(batch.num_rows());
             output.write(batch)?;
         }
@@ -471,7 +529,7 @@ pub async fn run(job: ClassifyJob) -> Result<Summary> {
     if !job.quiet && std::io::stderr().is_terminal() {
         let secs = progress.start.elapsed().as_secs_f64();
         eprintln!(
-            "classified {} images, {} failed, in {secs:.1}s ({:.1} img/s)",
+            "done: {} images, {} failed, in {secs:.1}s ({:.1} img/s)",
             summary.classified,
             summary.failures(),
             (summary.classified + summary.failures()) as f64 / secs.max(1e-3)

@@ -613,3 +613,218 @@ fn embed_then_classify_the_stored_embeddings() {
     ]);
     assert_eq!(o.status.code(), Some(2), "--output is required");
 }
+
+/// A real S3-API server (s3s-fs over a temporary folder) on 127.0.0.1, with
+/// one bucket, `photos-bucket`, holding the fixture photos under `photos/`.
+/// It lives until the test process exits.
+struct S3Server {
+    endpoint: String,
+    _root: tempfile::TempDir,
+}
+
+const S3_KEY: &str = "clipql-test-key";
+const S3_SECRET: &str = "SENTINEL-SECRET-5f3b9c";
+
+fn s3_server() -> S3Server {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+
+    let root = tempfile::tempdir().unwrap();
+    let photos = root.path().join("photos-bucket/photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for entry in std::fs::read_dir(root_dir().join("tests/fixtures/photos")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), photos.join(entry.file_name())).unwrap();
+    }
+    let fs_root = root.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut builder =
+                s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&fs_root).unwrap());
+            builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
+            let service = builder.build();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+    });
+    let port = rx.recv().unwrap();
+    S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _root: root,
+    }
+}
+
+fn root_dir() -> PathBuf {
+    root()
+}
+
+/// `clipql` with S3 settings in the environment (and no others).
+fn clipql_s3(server: &S3Server, secret: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("CLIPQL_MODEL");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    if !secret.is_empty() {
+        cmd.env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+    }
+    cmd.env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn classify_over_s3_gives_the_same_rows_as_local() {
+    let server = s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote) = (dir.path().join("local.jsonl"), dir.path().join("s3.jsonl"));
+    for (source, out) in [
+        ("tests/fixtures/photos/", &local),
+        ("s3://photos-bucket/photos/", &remote),
+    ] {
+        let o = clipql_s3(
+            &server,
+            S3_SECRET,
+            &[
+                "classify",
+                source,
+                "--model",
+                "tests/fixtures/model",
+                "--labels",
+                "cat",
+                "dog",
+                "rocket",
+                "--template",
+                "a photo of a {}",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{source}: {}", stderr(&o));
+    }
+    let strip =
+        |rows: Vec<serde_json::Value>| -> Vec<(String, serde_json::Value, serde_json::Value)> {
+            rows.into_iter()
+                .map(|r| {
+                    (
+                        r["path"]
+                            .as_str()
+                            .unwrap()
+                            .rsplit('/')
+                            .next()
+                            .unwrap()
+                            .to_string(),
+                        r["label"].clone(),
+                        r["scores"].clone(),
+                    )
+                })
+                .collect()
+        };
+    let (local_rows, s3_rows) = (jsonl_rows(&local), jsonl_rows(&remote));
+    assert_eq!(s3_rows.len(), 14);
+    assert!(
+        s3_rows[0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://photos-bucket/photos/"),
+        "{}",
+        s3_rows[0]
+    );
+    assert_eq!(strip(local_rows), strip(s3_rows));
+}
+
+#[test]
+fn sql_reads_lists_and_writes_s3() {
+    let server = s3_server();
+    let sql = "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 's3://photos-bucket/photos/'; \
+               COPY (SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a horse']) AS label FROM images) \
+               TO 's3://photos-bucket/results/labels.parquet' STORED AS PARQUET; \
+               SELECT (SELECT count(*) FROM read_images('s3://photos-bucket/photos/*.jpg')) AS jpegs, \
+                      count(*) AS rows, \
+                      sum(CASE WHEN name = 'chelsea.jpg' AND label = 'a photo of a horse' THEN 1 ELSE 0 END) AS chelsea \
+               FROM 's3://photos-bucket/results/labels.parquet'";
+    let o = clipql_s3(
+        &server,
+        S3_SECRET,
+        &[
+            "sql",
+            "--model",
+            "tests/fixtures/model",
+            "--format",
+            "jsonl",
+            "-c",
+            sql,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "{\"jpegs\":5,\"rows\":14,\"chelsea\":1}\n");
+}
+
+#[test]
+fn s3_credentials_from_table_options() {
+    let server = s3_server();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 's3://photos-bucket/photos/' \
+         OPTIONS ('aws.access_key_id' '{S3_KEY}', 'aws.secret_access_key' '{S3_SECRET}', \
+                  'aws.endpoint' '{}', 'aws.allow_http' 'true', 'aws.region' 'us-east-1'); \
+         SELECT count(*) AS n FROM images",
+        server.endpoint
+    );
+    // No credentials in the environment at all: only the OPTIONS carry them.
+    let o = clipql_s3(&server, "", &["sql", "--format", "jsonl", "-c", &sql]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "{\"n\":14}\n");
+}
+
+#[test]
+fn wrong_s3_credentials_fail_clearly_without_leaking_them() {
+    let server = s3_server();
+    let wrong = "SENTINEL-WRONG-SECRET-91ac";
+    let o = clipql_s3(
+        &server,
+        wrong,
+        &[
+            "classify",
+            "s3://photos-bucket/photos/",
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "cat",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("403") || err.to_lowercase().contains("signature"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(wrong) && !stdout(&o).contains(wrong),
+        "secret leaked: {err}"
+    );
+}

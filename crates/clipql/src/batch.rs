@@ -473,7 +473,7 @@ pub async fn run(job: Job) -> Result<Summary> {
     if let Some(t) = job.threads {
         config = config.set_str("clip.intra_threads", &t.to_string());
     }
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
     datafusion_clip::register_all(&ctx)?;
     ctx.register_table(
         "images",

@@ -223,7 +223,8 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     if let Some(model) = &args.model {
         config = config.set_str("clip.model", &model.to_string_lossy());
     }
-    let ctx = SessionContext::new_with_config(config).enable_url_table();
+    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
+        .enable_url_table();
     datafusion_clip::register_all(&ctx)?;
     let sql = match (&args.command, &args.file) {
         (Some(sql), _) => sql.clone(),

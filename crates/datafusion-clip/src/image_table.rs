@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{
     Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
 };
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
@@ -71,9 +71,18 @@ pub struct ImageTable {
 }
 
 /// Parses a location, treating an existing local folder as a folder even
-/// without its trailing slash.
+/// without its trailing slash. Globs work in URLs too
+/// (`s3://bucket/photos/**/*.jpg`), not only in local paths.
 fn parse_location(location: &str) -> Result<ListingTableUrl> {
     let has_scheme = location.contains("://");
+    if has_scheme && let Some(first_glob) = location.find(['*', '?', '[']) {
+        let split = location[..first_glob].rfind('/').map_or(0, |i| i + 1);
+        let (prefix, pattern) = location.split_at(split);
+        let url = url::Url::parse(prefix).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let glob =
+            glob::Pattern::new(pattern).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        return ListingTableUrl::try_new(url, Some(glob));
+    }
     let location =
         if !has_scheme && !location.ends_with('/') && std::path::Path::new(location).is_dir() {
             format!("{location}/")
@@ -215,7 +224,7 @@ pub struct ImageTableFactory;
 impl TableProviderFactory for ImageTableFactory {
     async fn create(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
         if !cmd.schema.fields().is_empty() {
@@ -227,7 +236,9 @@ impl TableProviderFactory for ImageTableFactory {
         }
         let mut extra = Vec::new();
         for (key, value) in &cmd.options {
-            if key == EXTRA_EXTENSIONS_OPTION {
+            if key.starts_with(crate::object_stores::AWS_OPTION_PREFIX) {
+                continue;
+            } else if key == EXTRA_EXTENSIONS_OPTION {
                 extra = value
                     .split(',')
                     .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
@@ -235,17 +246,26 @@ impl TableProviderFactory for ImageTableFactory {
                     .collect();
             } else {
                 return plan_err!(
-                    "unknown IMAGE table option '{}'; the only option is 'extra_extensions', \
-                     e.g. OPTIONS ('extra_extensions' 'dat,bin')",
+                    "unknown IMAGE table option '{}'; the options are 'extra_extensions', \
+                     e.g. OPTIONS ('extra_extensions' 'dat,bin'), and S3 settings such as 'aws.region'",
                     key.strip_prefix("format.").unwrap_or(key)
                 );
             }
         }
-        Ok(Arc::new(ImageTable::try_new(
-            &cmd.locations,
-            cmd.table_partition_cols.clone(),
-            extra,
-        )?))
+        let table = ImageTable::try_new(&cmd.locations, cmd.table_partition_cols.clone(), extra)?;
+        // S3 settings in OPTIONS register a store for the table's bucket,
+        // on top of what the environment provides.
+        let aws = crate::object_stores::aws_options(&cmd.options);
+        if !aws.is_empty() {
+            for url in &table.locations {
+                if matches!(url.scheme(), "s3" | "s3a") {
+                    let url: &url::Url = url.as_ref();
+                    let store = crate::object_stores::s3_store(url, &aws)?;
+                    state.runtime_env().register_object_store(url, store);
+                }
+            }
+        }
+        Ok(Arc::new(table))
     }
 }
 

@@ -41,6 +41,7 @@ mod clip_text_embedding;
 mod common;
 mod image_scan;
 mod image_table;
+pub mod object_stores;
 mod options;
 mod planning;
 
@@ -61,6 +62,7 @@ pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
 pub use image_scan::{ImageFile, ImageScanExec};
 pub use image_table::{IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema};
+pub use object_stores::{ClipObjectStoreRegistry, runtime_env};
 pub use options::{ClipOptions, OnError};
 
 /// Every `clip_*` scalar function, unconfigured.

@@ -828,3 +828,116 @@ fn wrong_s3_credentials_fail_clearly_without_leaking_them() {
         "secret leaked: {err}"
     );
 }
+
+/// Parquet sources: a Binary column (read back as BinaryView), an HF-datasets
+/// `{bytes, path}` struct, and an explicit `--image-column`.
+#[test]
+fn classify_parquet_sources_with_an_image_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.parquet");
+    let hf = dir.path().join("hf.parquet");
+    let sql = format!(
+        "COPY (SELECT name, image FROM read_images('tests/fixtures/photos/')) TO '{}'; \
+         COPY (SELECT named_struct('bytes', image, 'path', name) AS img, image AS thumbnail \
+               FROM read_images('tests/fixtures/photos/')) TO '{}'",
+        plain.display(),
+        hf.display()
+    );
+    let o = clipql(&["sql", "-c", &sql]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let local = dir.path().join("local.jsonl");
+    let o = clipql(&[
+        "classify",
+        "tests/fixtures/photos",
+        "--model",
+        "tests/fixtures/model",
+        "--labels",
+        "cat",
+        "horse",
+        "--output",
+        local.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let by_name = |rows: Vec<serde_json::Value>| -> Vec<(String, serde_json::Value)> {
+        let mut v: Vec<_> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r["path"]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                    r["scores"].clone(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let expected = by_name(jsonl_rows(&local));
+
+    for (source, column) in [(&plain, None), (&hf, Some("img"))] {
+        let out = dir.path().join("out.jsonl");
+        let mut args = vec![
+            "classify",
+            source.to_str().unwrap(),
+            "--model",
+            "tests/fixtures/model",
+        ];
+        args.extend([
+            "--labels",
+            "cat",
+            "horse",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        if let Some(c) = column {
+            args.extend(["--image-column", c]);
+        }
+        let o = clipql(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}: {}",
+            source.display(),
+            stderr(&o)
+        );
+        assert_eq!(by_name(jsonl_rows(&out)), expected, "{}", source.display());
+    }
+
+    // Two image columns and no --image-column: a clear error.
+    let o = clipql(&[
+        "classify",
+        hf.to_str().unwrap(),
+        "--model",
+        "tests/fixtures/model",
+        "--labels",
+        "cat",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("several image columns [img, thumbnail]; choose one with --image-column"),
+        "{}",
+        stderr(&o)
+    );
+    let o = clipql(&[
+        "classify",
+        hf.to_str().unwrap(),
+        "--image-column",
+        "nope",
+        "--model",
+        "tests/fixtures/model",
+        "--labels",
+        "cat",
+    ]);
+    assert!(
+        stderr(&o).contains("--image-column nope: no such column"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -24,7 +24,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
-use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::json::writer::{LineDelimited, LineDelimitedWriter, WriterBuilder};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -61,6 +63,8 @@ pub struct Job {
     pub model: Option<PathBuf>,
     /// Output file; its extension picks the format. None: a table on stdout.
     pub output: Option<PathBuf>,
+    /// The image column of Parquet sources (detected when absent).
+    pub image_column: Option<String>,
     /// Stop at the first bad image instead of recording it.
     pub fail_on_error: bool,
     /// Images per vision-tower run.
@@ -149,7 +153,11 @@ impl Output {
         let sink = match format {
             Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?),
             Format::Csv => Sink::Csv(file, false),
-            Format::Jsonl => Sink::Jsonl(LineDelimitedWriter::new(file)),
+            Format::Jsonl => Sink::Jsonl(
+                WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, LineDelimited>(file),
+            ),
         };
         Ok(Self {
             sink,
@@ -394,6 +402,154 @@ fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) {
     }
 }
 
+fn is_parquet_source(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    lower.ends_with(".parquet") || lower.ends_with(".parquet/")
+}
+
+/// Registers `images (path, image, ...)` over the sources: an IMAGE table for
+/// image files, or a view over Parquet with an image column. Returns the row
+/// count for Parquet (from its metadata), for progress.
+async fn register_sources(ctx: &SessionContext, job: &Job) -> Result<Option<usize>> {
+    let parquet = job.image_column.is_some() || job.sources.iter().any(|s| is_parquet_source(s));
+    if !parquet {
+        let table = ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?;
+        ctx.register_table("images", Arc::new(table))?;
+        return Ok(None);
+    }
+    let urls = job
+        .sources
+        .iter()
+        .map(|s| datafusion_clip::parse_location(s))
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ctx.register_table("source", Arc::new(ListingTable::try_new(config)?))?;
+    let schema = ctx.table("source").await?.schema().as_arrow().clone();
+    let (image, path) = image_columns(&schema, job.image_column.as_deref())?;
+    ctx.sql(&format!("CREATE VIEW images AS SELECT arrow_cast({path}, 'Utf8') AS path, {image} AS image FROM source"))
+        .await?;
+    let batches = ctx
+        .sql("SELECT count(*) FROM source")
+        .await?
+        .collect()
+        .await?;
+    let rows = batches
+        .first()
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        })
+        .unwrap_or(0);
+    Ok(Some(rows as usize))
+}
+
+fn is_binary(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// SQL expressions for the image bytes and a row's path in a Parquet
+/// source: a binary column, or the HF-datasets struct `{bytes, path}`; the
+/// path comes from that struct, a `path`-like string column, or the row
+/// number.
+fn image_columns(schema: &Schema, requested: Option<&str>) -> Result<(String, String)> {
+    let candidates: Vec<&Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref())
+        .filter(|f| match f.data_type() {
+            DataType::Struct(children) => children
+                .iter()
+                .any(|c| c.name() == "bytes" && is_binary(c.data_type())),
+            dt => is_binary(dt),
+        })
+        .collect();
+    let names = || {
+        candidates
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let field = match requested {
+        Some(name) => match candidates.iter().find(|f| f.name() == name) {
+            Some(f) => *f,
+            None if schema.field_with_name(name).is_ok() => {
+                return Err(DataFusionError::Plan(format!(
+                    "--image-column {name} is not binary image bytes or a {{bytes, path}} struct; \
+                     image columns here: [{}]",
+                    names()
+                )));
+            }
+            None => {
+                return Err(DataFusionError::Plan(format!(
+                    "--image-column {name}: no such column; image columns here: [{}]",
+                    names()
+                )));
+            }
+        },
+        None => match candidates.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(DataFusionError::Plan(
+                    "no image column in the Parquet source: expected a Binary/BinaryView column or an \
+                     HF-datasets {bytes, path} struct"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "several image columns [{}]; choose one with --image-column",
+                    names()
+                )));
+            }
+        },
+    };
+    let col = quote_ident(field.name());
+    let row_path = "'row ' || CAST(row_number() OVER () AS VARCHAR)";
+    let path_column = ["path", "file_name", "filename", "image_path", "name", "url"]
+        .into_iter()
+        .find(|n| {
+            schema.field_with_name(n).is_ok_and(|f| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            })
+        })
+        .map(quote_ident);
+    Ok(match field.data_type() {
+        DataType::Struct(children) => {
+            let struct_path = children
+                .iter()
+                .any(|c| c.name() == "path")
+                .then(|| format!("{col}['path']"));
+            let path = match (struct_path, path_column) {
+                (Some(p), _) => format!("coalesce(CAST({p} AS VARCHAR), {row_path})"),
+                (None, Some(p)) => format!("CAST({p} AS VARCHAR)"),
+                (None, None) => row_path.to_string(),
+            };
+            (format!("{col}['bytes']"), path)
+        }
+        _ => (
+            col,
+            path_column.map_or_else(|| row_path.to_string(), |p| format!("CAST({p} AS VARCHAR)")),
+        ),
+    })
+}
+
 /// The query for a task; for `classify`, also how to reshape its batches
 /// and which result column holds the embedding.
 fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
@@ -475,14 +631,10 @@ pub async fn run(job: Job) -> Result<Summary> {
     }
     let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
     datafusion_clip::register_all(&ctx)?;
-    ctx.register_table(
-        "images",
-        Arc::new(ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?),
-    )?;
-
+    let parquet_total = register_sources(&ctx, &job).await?;
     let df = ctx.sql(&sql).await?;
     let plan = df.create_physical_plan().await?;
-    let total = count_files(&plan);
+    let total = parquet_total.unwrap_or_else(|| count_files(&plan));
     let schema = match &mut reshaper {
         Some(r) => {
             let embedding = embedding_column.map(|i| plan.schema().field(i).clone());

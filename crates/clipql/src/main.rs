@@ -62,6 +62,11 @@ struct BatchArgs {
     #[arg(long, env = "CLIPQL_MODEL")]
     model: Option<PathBuf>,
 
+    /// The image column of Parquet sources: Binary/BinaryView, or an HF-datasets {bytes, path}
+    /// struct (detected when there is one). Giving it reads every source as Parquet.
+    #[arg(long)]
+    image_column: Option<String>,
+
     /// What a bad image does.
     #[arg(long, value_enum, default_value_t = OnError::Null)]
     on_error: OnError,
@@ -146,6 +151,7 @@ async fn run_batch(
         task,
         model: batch.model,
         output,
+        image_column: batch.image_column,
         fail_on_error: batch.on_error == OnError::Fail,
         batch_size: batch.batch_size,
         threads: batch.threads,

@@ -73,7 +73,7 @@ pub struct ImageTable {
 /// Parses a location, treating an existing local folder as a folder even
 /// without its trailing slash. Globs work in URLs too
 /// (`s3://bucket/photos/**/*.jpg`), not only in local paths.
-fn parse_location(location: &str) -> Result<ListingTableUrl> {
+pub fn parse_location(location: &str) -> Result<ListingTableUrl> {
     let has_scheme = location.contains("://");
     if has_scheme && let Some(first_glob) = location.find(['*', '?', '[']) {
         let split = location[..first_glob].rfind('/').map_or(0, |i| i + 1);

@@ -680,11 +680,16 @@ pub async fn run(job: Job) -> Result<Summary> {
     }
     if !job.quiet && std::io::stderr().is_terminal() {
         let secs = progress.start.elapsed().as_secs_f64();
+        let total = summary.classified + summary.failures();
+        let verb = match job.task {
+            Task::Classify { .. } => "classified",
+            Task::Embed => "embedded",
+        };
         eprintln!(
-            "done: {} images, {} failed, in {secs:.1}s ({:.1} img/s)",
+            "{verb} {} of {total} images ({} failed) in {secs:.1}s ({:.1} img/s)",
             summary.classified,
             summary.failures(),
-            (summary.classified + summary.failures()) as f64 / secs.max(1e-3)
+            total as f64 / secs.max(1e-3)
         );
         for (reason, n) in &summary.failed {
             eprintln!("  {n} × {reason}");

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,7 +108,7 @@ impl Format {
         match ext.as_str() {
             "parquet" => Ok(Self::Parquet),
             "csv" => Ok(Self::Csv),
-            "jsonl" | "ndjson" | "json" => Ok(Self::Jsonl),
+            "jsonl" | "ndjson" => Ok(Self::Jsonl),
             _ => Err(DataFusionError::Plan(format!(
                 "--output {}: the extension picks the format; use .parquet, .csv or .jsonl",
                 path.display()
@@ -121,8 +121,9 @@ impl Format {
 /// only when complete, so a crash never leaves a half file that looks whole.
 enum Sink {
     Parquet(ArrowWriter<File>),
-    Csv(File, bool),
-    Jsonl(LineDelimitedWriter<File>),
+    /// The writer, and whether the header is written yet.
+    Csv(BufWriter<File>, bool),
+    Jsonl(LineDelimitedWriter<BufWriter<File>>),
     Stdout(Vec<RecordBatch>),
 }
 
@@ -152,11 +153,11 @@ impl Output {
         })?;
         let sink = match format {
             Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?),
-            Format::Csv => Sink::Csv(file, false),
+            Format::Csv => Sink::Csv(BufWriter::new(file), false),
             Format::Jsonl => Sink::Jsonl(
                 WriterBuilder::new()
                     .with_explicit_nulls(true)
-                    .build::<_, LineDelimited>(file),
+                    .build::<_, LineDelimited>(BufWriter::new(file)),
             ),
         };
         Ok(Self {
@@ -181,22 +182,20 @@ impl Output {
 
     fn finish(self, schema: &SchemaRef) -> Result<()> {
         match self.sink {
-            Sink::Parquet(w) => {
-                w.close()?;
-            }
-            Sink::Csv(mut file, header_written) => {
+            Sink::Parquet(w) => w.into_inner()?.sync_all()?,
+            Sink::Csv(mut out, header_written) => {
                 if !header_written {
                     crate::output::write_csv(
-                        &mut file,
+                        &mut out,
                         &[RecordBatch::new_empty(Arc::clone(schema))],
                         true,
                     )?;
                 }
-                file.sync_all()?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             }
             Sink::Jsonl(mut w) => {
                 w.finish()?;
-                w.into_inner().sync_all()?;
+                w.into_inner().into_inner().map_err(|e| e.into_error())?.sync_all()?;
             }
             Sink::Stdout(batches) => {
                 let mut stdout = std::io::stdout().lock();

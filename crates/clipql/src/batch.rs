@@ -19,11 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, ListArray, RecordBatch, StringArray, StructArray,
-};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
 use datafusion::arrow::json::writer::{LineDelimited, LineDelimitedWriter, WriterBuilder};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
@@ -195,7 +192,10 @@ impl Output {
             }
             Sink::Jsonl(mut w) => {
                 w.finish()?;
-                w.into_inner().into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                w.into_inner()
+                    .into_inner()
+                    .map_err(|e| e.into_error())?
+                    .sync_all()?;
             }
             Sink::Stdout(batches) => {
                 let mut stdout = std::io::stdout().lock();
@@ -226,27 +226,13 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn score_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("label", DataType::Utf8, false),
-        Field::new("score", DataType::Float32, false),
-    ])
-}
-
 /// The output schema.
 fn output_schema(embedding: Option<&Field>) -> SchemaRef {
     let mut fields = vec![
         Field::new("path", DataType::Utf8, false),
         Field::new("label", DataType::Utf8, true),
         Field::new("score", DataType::Float32, true),
-        Field::new(
-            "scores",
-            DataType::List(Arc::new(Field::new_list_field(
-                DataType::Struct(score_fields()),
-                true,
-            ))),
-            true,
-        ),
+        Field::new("scores", datafusion_clip::scores_type(), true),
         Field::new("error", DataType::Utf8, true),
     ];
     if let Some(e) = embedding {
@@ -281,63 +267,47 @@ impl Reshaper {
     fn reshape(&self, batch: &RecordBatch, summary: &mut Summary) -> Result<RecordBatch> {
         let scores = batch.column(1).as_list::<i32>();
         let errors = batch.column(2).as_string::<i32>();
-        let mut label = Vec::with_capacity(batch.num_rows());
-        let mut score = Vec::with_capacity(batch.num_rows());
-        let mut offsets = vec![0i32];
-        let mut labels: Vec<String> = Vec::new();
-        let mut values: Vec<f32> = Vec::new();
+        let mut rows: Vec<Option<Vec<(String, f32)>>> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if scores.is_null(row) {
-                label.push(None);
-                score.push(None);
                 let reason = if errors.is_null(row) {
                     "unknown error"
                 } else {
                     errors.value(row)
                 };
                 *summary.failed.entry(reason.to_string()).or_default() += 1;
-            } else {
-                let entries = scores.value(row);
-                let entries = entries.as_struct();
-                let prompts = entries.column(0).as_string::<i32>();
-                let probs = entries.column(1).as_primitive::<Float32Type>();
-                let keep = self.top_k.unwrap_or(usize::MAX).min(prompts.len());
-                for i in 0..keep {
-                    let prompt = prompts.value(i);
-                    labels.push(self.name_of(prompt));
-                    values.push(probs.value(i));
-                }
-                let first = prompts.value(0);
-                label.push(Some(self.name_of(first)));
-                score.push(Some(probs.value(0)));
-                summary.classified += 1;
+                rows.push(None);
+                continue;
             }
-            offsets.push(labels.len() as i32);
+            let entries = scores.value(row);
+            let entries = entries.as_struct();
+            let prompts = entries.column(0).as_string::<i32>();
+            let probs = entries.column(1).as_primitive::<Float32Type>();
+            let keep = self.top_k.unwrap_or(usize::MAX).min(prompts.len());
+            rows.push(Some(
+                (0..keep)
+                    .map(|i| (self.name_of(prompts.value(i)), probs.value(i)))
+                    .collect(),
+            ));
+            summary.classified += 1;
         }
-        let entries = StructArray::try_new(
-            score_fields(),
-            vec![
-                Arc::new(StringArray::from(labels)) as ArrayRef,
-                Arc::new(Float32Array::from(values)),
-            ],
-            None,
-        )?;
-        let DataType::List(item) = self.schema.field(3).data_type().clone() else {
-            return Err(DataFusionError::Internal("scores is a list".into()));
-        };
-        let scores_out = ListArray::try_new(
-            item,
-            OffsetBuffer::new(offsets.into()),
-            Arc::new(entries),
-            Some(NullBuffer::from(
-                label.iter().map(Option::is_some).collect::<Vec<_>>(),
-            )),
+        let label: StringArray = rows
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.first()).map(|(l, _)| l.as_str()))
+            .collect();
+        let score: Float32Array = rows
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.first()).map(|(_, s)| *s))
+            .collect();
+        let scores_out = datafusion_clip::scores_array(
+            rows.iter()
+                .map(|r| r.as_ref().map(|r| r.iter().map(|(l, s)| (l.as_str(), *s)))),
         )?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::clone(batch.column(0)),
-            Arc::new(StringArray::from(label)),
-            Arc::new(Float32Array::from(score)),
-            Arc::new(scores_out),
+            Arc::new(label),
+            Arc::new(score),
+            scores_out,
             Arc::clone(batch.column(2)),
         ];
         if batch.num_columns() > 3 {

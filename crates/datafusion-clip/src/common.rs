@@ -20,12 +20,16 @@ use crate::planning::PlanningContext;
 /// How to write a label list, for error messages.
 pub(crate) const LABELS_HINT: &str = "pass a list literal such as ['a photo of a cat', 'a photo of a dog'] or a list-of-strings column";
 
-/// The type of `clip_scores` results.
-pub(crate) fn scores_type() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(
+/// The type of `clip_scores` results: `List<Struct<label: Utf8, score: Float32>>`.
+pub fn scores_type() -> DataType {
+    DataType::List(score_item_field())
+}
+
+fn score_item_field() -> FieldRef {
+    Arc::new(Field::new_list_field(
         DataType::Struct(score_fields()),
         true,
-    )))
+    ))
 }
 
 fn score_fields() -> Fields {
@@ -341,16 +345,32 @@ pub(crate) fn top_labels(scored: &[RowScores<'_>]) -> ArrayRef {
 
 /// Every label with its probability, highest first.
 pub(crate) fn score_lists(scored: &[RowScores<'_>]) -> Result<ArrayRef> {
-    let mut offsets = Vec::with_capacity(scored.len() + 1);
-    offsets.push(0i32);
+    let rows = scored.iter().map(|s| {
+        s.as_ref().map(|(labels, probs)| {
+            ranked(probs)
+                .into_iter()
+                .map(|i| (labels[i].as_str(), probs[i]))
+        })
+    });
+    scores_array(rows)
+}
+
+/// Builds a `clip_scores`-typed column (`List<Struct<label, score>>`) from
+/// per-row `(label, score)` entries in the order given; `None` is a NULL row.
+pub fn scores_array<'a, R, E>(rows: R) -> Result<ArrayRef>
+where
+    R: IntoIterator<Item = Option<E>>,
+    E: IntoIterator<Item = (&'a str, f32)>,
+{
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::new();
     let mut labels: Vec<&str> = Vec::new();
     let mut scores: Vec<f32> = Vec::new();
-    for s in scored {
-        if let Some((row_labels, probs)) = s {
-            for i in ranked(probs) {
-                labels.push(&row_labels[i]);
-                scores.push(probs[i]);
-            }
+    for row in rows {
+        valid.push(row.is_some());
+        for (label, score) in row.into_iter().flatten() {
+            labels.push(label);
+            scores.push(score);
         }
         offsets.push(labels.len() as i32);
     }
@@ -362,15 +382,11 @@ pub(crate) fn score_lists(scored: &[RowScores<'_>]) -> Result<ArrayRef> {
         ],
         None,
     )?;
-    let nulls = NullBuffer::from(scored.iter().map(Option::is_some).collect::<Vec<_>>());
-    let DataType::List(field) = scores_type() else {
-        unreachable!("scores_type is a list")
-    };
     Ok(Arc::new(ListArray::try_new(
-        field,
+        score_item_field(),
         OffsetBuffer::new(offsets.into()),
         Arc::new(structs),
-        Some(nulls),
+        Some(NullBuffer::from(valid)),
     )?))
 }
 

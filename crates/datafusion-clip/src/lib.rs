@@ -39,6 +39,7 @@ mod clip_scores;
 mod clip_scores_embedding;
 mod clip_text_embedding;
 mod common;
+pub use common::{scores_array, scores_type};
 mod image_scan;
 mod image_table;
 pub mod object_stores;

@@ -941,3 +941,92 @@ fn classify_parquet_sources_with_an_image_column() {
         stderr(&o)
     );
 }
+
+/// An HF cache (`$HF_HOME/hub`) holding the fixture as `clipql/tiny-clip`.
+fn hf_home_with_fixture() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--clipql--tiny-clip");
+    let snapshot = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(snapshot.join("onnx")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    let model = root().join("tests/fixtures/model");
+    for sub in ["", "onnx"] {
+        for entry in std::fs::read_dir(model.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), snapshot.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    home
+}
+
+fn clipql_with_hf_home(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipql"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("CLIPQL_MODEL")
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HOME", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn models_by_repo_id_from_the_hf_cache() {
+    let home = hf_home_with_fixture();
+    let o = clipql_with_hf_home(home.path(), &["model", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("clipql/tiny-clip\tfp32,quantized,fp16\t"),
+        "{out}"
+    );
+
+    let o = clipql_with_hf_home(home.path(), &["model", "info", "clipql/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = stdout(&o);
+    for line in [
+        "embedding_dim: 16",
+        "image_size: 224x224",
+        "context_length: 77",
+        "logit_scale: 100.0",
+        "onnx/vision_model.onnx",
+    ] {
+        assert!(info.contains(line), "{line} missing from:\n{info}");
+    }
+
+    let o = clipql_with_hf_home(
+        home.path(),
+        &[
+            "classify",
+            "tests/fixtures/photos/chelsea.jpg",
+            "--model",
+            "clipql/tiny-clip",
+            "--labels",
+            "a photo of a cat",
+            "a photo of a horse",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("a photo of a horse"), "{}", stdout(&o));
+
+    let o = clipql_with_hf_home(
+        home.path(),
+        &[
+            "sql",
+            "--model",
+            "clipql/not-here",
+            "-c",
+            "SELECT clip_text_embedding('a cat')",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("clipql/not-here is neither a folder nor in the HF cache at"),
+        "{err}"
+    );
+    assert!(err.contains("pass --model DIR"), "{err}");
+}

@@ -28,6 +28,7 @@
 
 mod decode;
 mod error;
+pub mod hub;
 mod jpeg;
 mod model;
 pub mod onnxruntime;

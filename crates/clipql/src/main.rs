@@ -34,6 +34,108 @@ enum Command {
     Classify(ClassifyArgs),
     /// Write every image's embedding, for clip_classify_embedding later; one row per image.
     Embed(EmbedArgs),
+    /// Inspect models: the HF cache, or one model's files and settings.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// List the models in the local HF cache ($HF_HOME/hub) that ClipQL can load.
+    List,
+    /// Show a model's files, dtypes, embedding dim, image size, context length and logit_scale.
+    Info {
+        /// A model directory or an HF repo id in the local cache.
+        model: String,
+    },
+}
+
+fn run_model(command: ModelCommand) -> Result<u8, DataFusionError> {
+    let external = |e: clip_runtime::ClipError| DataFusionError::External(Box::new(e));
+    match command {
+        ModelCommand::List => {
+            let models = clip_runtime::hub::cached_models();
+            if models.is_empty() {
+                let cache = clip_runtime::hub::hub_cache_dir().map_or_else(
+                    || "(no HF_HOME or HOME)".to_string(),
+                    |d| d.display().to_string(),
+                );
+                eprintln!("no ClipQL-loadable models in the HF cache at {cache}");
+            }
+            for m in models {
+                let dtypes: Vec<String> = clip_runtime::available_dtypes(&m.path)
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+                println!("{}\t{}\t{}", m.repo_id, dtypes.join(","), m.path.display());
+            }
+        }
+        ModelCommand::Info { model } => {
+            let dir = clip_runtime::hub::resolve_model(&model).map_err(external)?;
+            let config = clip_runtime::ModelConfig::from_dir(&dir).map_err(external)?;
+            let preprocess =
+                clip_runtime::PreprocessConfig::from_file(&dir.join("preprocessor_config.json"))
+                    .map_err(external)?;
+            let dtypes = clip_runtime::available_dtypes(&dir);
+            println!("model: {model}");
+            println!("path: {}", dir.display());
+            println!(
+                "dtypes: {}",
+                dtypes
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("embedding_dim: {}", config.projection_dim);
+            match preprocess.crop {
+                Some((h, w)) => println!("image_size: {h}x{w}"),
+                None => println!("image_size: (no centre crop)"),
+            }
+            println!("context_length: {}", config.context_length);
+            let scale = dtypes
+                .first()
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!("{}: no tower files under onnx/", dir.display()))
+                })
+                .and_then(|d| {
+                    clip_runtime::load_shared(
+                        &dir,
+                        clip_runtime::ModelOptions::default().with_dtype(*d),
+                    )
+                    .and_then(|m| m.logit_scale())
+                    .map_err(external)
+                });
+            match scale {
+                Ok(s) => println!("logit_scale: {s}"),
+                Err(e) => println!("logit_scale: unavailable ({e})"),
+            }
+            println!("files:");
+            let mut files: Vec<(String, u64)> = Vec::new();
+            for sub in ["", "onnx"] {
+                if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                    for e in entries.flatten() {
+                        if let Ok(meta) = std::fs::metadata(e.path())
+                            && meta.is_file()
+                        {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            let name = if sub.is_empty() {
+                                name
+                            } else {
+                                format!("{sub}/{name}")
+                            };
+                            files.push((name, meta.len()));
+                        }
+                    }
+                }
+            }
+            files.sort();
+            for (name, size) in files {
+                println!("  {name}\t{size}");
+            }
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 /// Exit code when every image was classified.
@@ -295,6 +397,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Sql(args) => runtime.block_on(run_sql(args)).map(|()| EXIT_OK),
         Command::Classify(args) => runtime.block_on(run_classify(args)),
+        Command::Model(command) => run_model(command),
         Command::Embed(args) => {
             runtime.block_on(run_batch(args.batch, batch::Task::Embed, Some(args.output)))
         }

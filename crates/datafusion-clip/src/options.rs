@@ -140,10 +140,12 @@ impl ClipOptions {
             .with_sessions(self.sessions)
     }
 
-    /// The model directory, or a planning error saying how to set it.
+    /// The model directory, or a planning error saying how to set it. A
+    /// repo id (`Xenova/clip-vit-base-patch32`) resolves in the HF cache.
     pub fn model_dir(&self, function: &str) -> Result<PathBuf> {
         match &self.model {
-            Some(m) => Ok(PathBuf::from(m)),
+            Some(m) => clip_runtime::hub::resolve_model(m)
+                .map_err(|e| DataFusionError::Plan(format!("{function}: clip.model: {e}"))),
             None => plan_err!(
                 "{function} needs a model, but clip.model is not set. Run \
                  SET clip.model = '/path/to/model-dir' (a folder with onnx/vision_model.onnx, \

@@ -23,7 +23,8 @@ impl PlanningContext {
     pub(crate) fn from_config(config: &ConfigOptions) -> Self {
         let model = ClipOptions::from_config(config).model;
         let dim = model.as_ref().map(|m| {
-            clip_runtime::ModelConfig::from_dir(m.as_ref())
+            clip_runtime::hub::resolve_model(m)
+                .and_then(|dir| clip_runtime::ModelConfig::from_dir(&dir))
                 .map(|c| c.projection_dim)
                 .map_err(|e| e.to_string())
         });

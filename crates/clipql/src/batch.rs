@@ -86,6 +86,16 @@ impl Summary {
     pub fn failures(&self) -> u64 {
         self.failed.values().sum()
     }
+
+    /// Counts a failed row under the reason in its `error` column.
+    fn record_failure(&mut self, errors: &StringArray, row: usize) {
+        let reason = if errors.is_null(row) {
+            "unknown error"
+        } else {
+            errors.value(row)
+        };
+        *self.failed.entry(reason.to_string()).or_default() += 1;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,12 +280,7 @@ impl Reshaper {
         let mut rows: Vec<Option<Vec<(String, f32)>>> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if scores.is_null(row) {
-                let reason = if errors.is_null(row) {
-                    "unknown error"
-                } else {
-                    errors.value(row)
-                };
-                *summary.failed.entry(reason.to_string()).or_default() += 1;
+                summary.record_failure(errors, row);
                 rows.push(None);
                 continue;
             }
@@ -359,12 +364,7 @@ fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) {
     let errors = batch.column(2).as_string::<i32>();
     for row in 0..batch.num_rows() {
         if embeddings.is_null(row) {
-            let reason = if errors.is_null(row) {
-                "unknown error"
-            } else {
-                errors.value(row)
-            };
-            *summary.failed.entry(reason.to_string()).or_default() += 1;
+            summary.record_failure(errors, row);
         } else {
             summary.classified += 1;
         }

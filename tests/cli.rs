@@ -21,6 +21,13 @@ fn clipql(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `clipql` with `--model tests/fixtures/model` added.
+fn clipql_fixture(args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    args.extend(["--model", "tests/fixtures/model"]);
+    clipql(&args)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -54,15 +61,7 @@ fn jsonl_classification_matches_transformers() {
          SELECT name, clip_classify(image, {LABELS}) AS label, clip_scores(image, {LABELS}) AS scores, \
          clip_image_embedding(image) AS emb FROM images ORDER BY name"
     );
-    let o = clipql(&[
-        "sql",
-        "--model",
-        "tests/fixtures/model",
-        "--format",
-        "jsonl",
-        "-c",
-        &sql,
-    ]);
+    let o = clipql_fixture(&["sql", "--format", "jsonl", "-c", &sql]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows: Vec<serde_json::Value> = stdout(&o)
         .lines()
@@ -140,28 +139,12 @@ fn every_format_prints_the_result() {
                SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a horse']) AS label, \
                clip_scores(image, ['a photo of a cat', 'a photo of a horse']) AS scores \
                FROM images WHERE name = 'chelsea.jpg'";
-    let table = stdout(&clipql(&[
-        "sql",
-        "--model",
-        "tests/fixtures/model",
-        "--format",
-        "table",
-        "-c",
-        sql,
-    ]));
+    let table = stdout(&clipql_fixture(&["sql", "--format", "table", "-c", sql]));
     assert!(
         table.contains("| chelsea.jpg | a photo of a horse |"),
         "{table}"
     );
-    let csv = stdout(&clipql(&[
-        "sql",
-        "--model",
-        "tests/fixtures/model",
-        "--format",
-        "csv",
-        "-c",
-        sql,
-    ]));
+    let csv = stdout(&clipql_fixture(&["sql", "--format", "csv", "-c", sql]));
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("name,label,scores"));
     let row = lines.next().unwrap();
@@ -171,15 +154,7 @@ fn every_format_prints_the_result() {
         ),
         "{row}"
     );
-    let json = stdout(&clipql(&[
-        "sql",
-        "--model",
-        "tests/fixtures/model",
-        "--format",
-        "json",
-        "-c",
-        sql,
-    ]));
+    let json = stdout(&clipql_fixture(&["sql", "--format", "json", "-c", sql]));
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed[0]["label"], "a photo of a horse");
     assert_eq!(parsed[0]["scores"][1]["label"], "a photo of a cat");
@@ -214,15 +189,7 @@ fn statements_run_in_order_from_a_file_and_parquet_reads_back() {
         ),
     )
     .unwrap();
-    let o = clipql(&[
-        "sql",
-        "--model",
-        "tests/fixtures/model",
-        "--format",
-        "jsonl",
-        "-f",
-        file.to_str().unwrap(),
-    ]);
+    let o = clipql_fixture(&["sql", "--format", "jsonl", "-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
@@ -245,15 +212,7 @@ fn the_example_queries_run() {
         "sql/examples/classify_photos.sql",
         "sql/examples/embed_once.sql",
     ] {
-        let o = clipql(&[
-            "sql",
-            "--model",
-            "tests/fixtures/model",
-            "--format",
-            "csv",
-            "-f",
-            file,
-        ]);
+        let o = clipql_fixture(&["sql", "--format", "csv", "-f", file]);
         assert!(o.status.success(), "{file}: {}", stderr(&o));
         assert_eq!(
             stdout(&o).lines().count(),
@@ -383,12 +342,10 @@ fn classify_a_folder_to_parquet_and_read_it_back() {
 fn classify_writes_jsonl_and_csv_with_template_top_k_and_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("out.jsonl");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos/chelsea.jpg",
         "tests/fixtures/photos/page.bmp",
-        "--model",
-        "tests/fixtures/model",
         "--labels",
         "cat",
         "horse",
@@ -414,11 +371,9 @@ fn classify_writes_jsonl_and_csv_with_template_top_k_and_embeddings() {
     assert_eq!(chelsea["embedding"].as_array().unwrap().len(), 16);
 
     let csv = dir.path().join("out.csv");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos/chelsea.jpg",
-        "--model",
-        "tests/fixtures/model",
         "--labels",
         "a photo of a cat",
         "a photo of a horse",
@@ -441,11 +396,9 @@ fn classify_writes_jsonl_and_csv_with_template_top_k_and_embeddings() {
 fn classify_keeps_every_row_and_reports_failures_with_exit_3() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/table/",
-        "--model",
-        "tests/fixtures/model",
         "--labels",
         "a photo of a cat",
         "a photo of a horse",
@@ -470,11 +423,9 @@ fn classify_keeps_every_row_and_reports_failures_with_exit_3() {
 fn classify_on_error_fail_writes_nothing_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/table/",
-        "--model",
-        "tests/fixtures/model",
         "--on-error",
         "fail",
         "--labels",
@@ -497,11 +448,9 @@ fn classify_reads_labels_from_a_file_and_checks_its_arguments() {
     let labels = dir.path().join("labels.txt");
     std::fs::write(&labels, "# classes\ncat\n\nhorse\ncat\n").unwrap();
     let out = dir.path().join("out.jsonl");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos/chelsea.jpg",
-        "--model",
-        "tests/fixtures/model",
         "--labels-file",
         labels.to_str().unwrap(),
         "--template",
@@ -519,13 +468,11 @@ fn classify_reads_labels_from_a_file_and_checks_its_arguments() {
     );
 
     let bad = dir.path().join("out.xlsx");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos",
         "--labels",
         "cat",
-        "--model",
-        "tests/fixtures/model",
         "--output",
         bad.to_str().unwrap(),
     ]);
@@ -536,15 +483,13 @@ fn classify_reads_labels_from_a_file_and_checks_its_arguments() {
         stderr(&o)
     );
 
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos",
         "--labels",
         "cat",
         "--template",
         "a photo",
-        "--model",
-        "tests/fixtures/model",
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -562,11 +507,9 @@ fn classify_reads_labels_from_a_file_and_checks_its_arguments() {
 fn embed_then_classify_the_stored_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("emb.parquet");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "embed",
         "tests/fixtures/table/",
-        "--model",
-        "tests/fixtures/model",
         "--output",
         out.to_str().unwrap(),
     ]);
@@ -576,10 +519,8 @@ fn embed_then_classify_the_stored_embeddings() {
         "three broken files: {}",
         stderr(&o)
     );
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "sql",
-        "--model",
-        "tests/fixtures/model",
         "--format",
         "jsonl",
         "-c",
@@ -605,12 +546,7 @@ fn embed_then_classify_the_stored_embeddings() {
         3
     );
 
-    let o = clipql(&[
-        "embed",
-        "tests/fixtures/photos",
-        "--model",
-        "tests/fixtures/model",
-    ]);
+    let o = clipql_fixture(&["embed", "tests/fixtures/photos"]);
     assert_eq!(o.status.code(), Some(2), "--output is required");
 }
 
@@ -847,11 +783,9 @@ fn classify_parquet_sources_with_an_image_column() {
     assert!(o.status.success(), "{}", stderr(&o));
 
     let local = dir.path().join("local.jsonl");
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         "tests/fixtures/photos",
-        "--model",
-        "tests/fixtures/model",
         "--labels",
         "cat",
         "horse",
@@ -910,14 +844,7 @@ fn classify_parquet_sources_with_an_image_column() {
     }
 
     // Two image columns and no --image-column: a clear error.
-    let o = clipql(&[
-        "classify",
-        hf.to_str().unwrap(),
-        "--model",
-        "tests/fixtures/model",
-        "--labels",
-        "cat",
-    ]);
+    let o = clipql_fixture(&["classify", hf.to_str().unwrap(), "--labels", "cat"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o)
@@ -925,13 +852,11 @@ fn classify_parquet_sources_with_an_image_column() {
         "{}",
         stderr(&o)
     );
-    let o = clipql(&[
+    let o = clipql_fixture(&[
         "classify",
         hf.to_str().unwrap(),
         "--image-column",
         "nope",
-        "--model",
-        "tests/fixtures/model",
         "--labels",
         "cat",
     ]);

@@ -2,8 +2,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "support/hub.rs"]
+mod hub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use hub::{Fault, StandInHub};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -12,13 +17,28 @@ fn root() -> PathBuf {
         .unwrap()
 }
 
-fn clipql(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipql"))
-        .args(args)
-        .current_dir(root())
+/// The `clipql` binary, cut off from the user's settings and the real hub:
+/// an empty HF cache, and an `HF_ENDPOINT` nothing listens on.
+fn clipql_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
+    cmd.current_dir(root())
         .env_remove("CLIPQL_MODEL")
-        .output()
-        .unwrap()
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .env(
+            "HF_HOME",
+            std::env::temp_dir().join("clipql-tests-empty-hf-home"),
+        )
+        .env("HF_ENDPOINT", DEAD_ENDPOINT);
+    cmd
+}
+
+/// A local address that refuses connections (port 9, discard, unused).
+const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
+
+fn clipql(args: &[&str]) -> Output {
+    clipql_command().args(args).output().unwrap()
 }
 
 /// `clipql` with `--model tests/fixtures/model` added.
@@ -162,9 +182,8 @@ fn every_format_prints_the_result() {
 
 #[test]
 fn model_comes_from_the_environment_too() {
-    let o = Command::new(env!("CARGO_BIN_EXE_clipql"))
+    let o = clipql_command()
         .args(["sql", "--format", "csv", "-c", "SELECT clip_classify(image, ['a photo of a cat', 'a photo of a horse']) AS l FROM read_images('tests/fixtures/photos/chelsea.jpg')"])
-        .current_dir(root())
         .env("CLIPQL_MODEL", "tests/fixtures/model")
         .output()
         .unwrap();
@@ -232,7 +251,11 @@ fn errors_print_their_cause_and_exit_non_zero() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains("clip.model is not set"), "{err}");
+    // No --model: the default model, which cannot be fetched here.
+    assert!(
+        err.contains("model Xenova/clip-vit-base-patch32 from the HF hub: the hub at"),
+        "{err}"
+    );
 
     let o = clipql(&["sql", "-c", "SELEC 1"]);
     assert_eq!(o.status.code(), Some(1));
@@ -254,7 +277,7 @@ fn errors_print_their_cause_and_exit_non_zero() {
 
 #[test]
 fn a_missing_onnx_runtime_names_the_setup_command() {
-    let o = Command::new(env!("CARGO_BIN_EXE_clipql"))
+    let o = clipql_command()
         .args([
             "sql",
             "--model",
@@ -262,7 +285,6 @@ fn a_missing_onnx_runtime_names_the_setup_command() {
             "-c",
             "SELECT clip_text_embedding('a cat')",
         ])
-        .current_dir(root())
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .output()
         .unwrap();
@@ -614,10 +636,8 @@ fn root_dir() -> PathBuf {
 
 /// `clipql` with S3 settings in the environment (and no others).
 fn clipql_s3(server: &S3Server, secret: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
-    cmd.args(args)
-        .current_dir(root())
-        .env_remove("CLIPQL_MODEL");
+    let mut cmd = clipql_command();
+    cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") {
             cmd.env_remove(k);
@@ -888,11 +908,8 @@ fn hf_home_with_fixture() -> tempfile::TempDir {
 }
 
 fn clipql_with_hf_home(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipql"))
+    clipql_command()
         .args(args)
-        .current_dir(root())
-        .env_remove("CLIPQL_MODEL")
-        .env_remove("HF_HUB_CACHE")
         .env("HF_HOME", home)
         .output()
         .unwrap()
@@ -950,8 +967,310 @@ fn models_by_repo_id_from_the_hf_cache() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("clipql/not-here is neither a folder nor in the HF cache at"),
+        err.contains(&format!(
+            "model clipql/not-here from the HF hub: the hub at {DEAD_ENDPOINT} is unreachable"
+        )),
         "{err}"
     );
     assert!(err.contains("pass --model DIR"), "{err}");
+
+    // Offline, the cache is all there is, and the error says so.
+    let o = clipql_command()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "sql",
+            "--model",
+            "clipql/not-here",
+            "-c",
+            "SELECT clip_text_embedding('a')",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("clipql/not-here is neither a folder nor in the HF cache at"),
+        "{err}"
+    );
+    assert!(err.contains("HF_HUB_OFFLINE is set"), "{err}");
+}
+
+fn fixture_model() -> PathBuf {
+    root().join("tests/fixtures/model")
+}
+
+/// `clipql` against a stand-in hub, with `home` as `HF_HOME`.
+fn clipql_hub(hub: &StandInHub, home: &Path, args: &[&str]) -> Output {
+    clipql_command()
+        .args(args)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", &hub.url)
+        .output()
+        .unwrap()
+}
+
+/// The files a pull fetched the content of (not just probed).
+fn bodies(hub: &StandInHub) -> Vec<String> {
+    let mut files: Vec<String> = hub
+        .take_log()
+        .into_iter()
+        .filter(|r| r.is_body())
+        .map(|r| r.file)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+#[test]
+fn model_pull_fills_the_hf_cache_from_the_hub() {
+    let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
+    let home = tempfile::tempdir().unwrap();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let repo = home.path().join("hub/models--test--tiny-clip");
+    let snapshot = repo.join("snapshots").join(hub::COMMIT);
+    assert_eq!(stdout(&o).trim(), snapshot.to_string_lossy());
+    assert!(
+        stderr(&o).contains(&format!(
+            "test/tiny-clip (fp32) at commit {}: 7 of 7 files downloaded",
+            hub::COMMIT
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // Only what the runtime needs, for this dtype.
+    assert_eq!(
+        bodies(&hub),
+        [
+            "config.json",
+            "onnx/model.onnx",
+            "onnx/text_model.onnx",
+            "onnx/vision_model.onnx",
+            "preprocessor_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    // The HF cache layout: refs/main, and snapshot symlinks into blobs/ named
+    // by ETag, holding exactly the served bytes.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        hub::COMMIT
+    );
+    for file in ["onnx/vision_model.onnx", "tokenizer.json"] {
+        let pointer = snapshot.join(file);
+        assert!(pointer.symlink_metadata().unwrap().is_symlink(), "{file}");
+        let blob = pointer.canonicalize().unwrap();
+        assert_eq!(
+            blob.parent().unwrap(),
+            repo.join("blobs").canonicalize().unwrap()
+        );
+        assert_eq!(
+            std::fs::read(&pointer).unwrap(),
+            std::fs::read(fixture_model().join(file)).unwrap(),
+            "{file}"
+        );
+    }
+
+    // Pulled again: nothing is fetched.
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 of 7 files downloaded"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(bodies(&hub), Vec::<String>::new());
+
+    // The pulled model lists, shows and classifies, with the hub gone.
+    let o = clipql_with_hf_home(home.path(), &["model", "list"]);
+    assert!(
+        stdout(&o).starts_with("test/tiny-clip\tfp32\t"),
+        "{}",
+        stdout(&o)
+    );
+    let o = clipql_with_hf_home(home.path(), &["model", "info", "test/tiny-clip"]);
+    assert!(stdout(&o).contains("logit_scale: 100.0"), "{}", stdout(&o));
+    let o = clipql_command()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "classify",
+            "tests/fixtures/photos/chelsea.jpg",
+            "--model",
+            "test/tiny-clip",
+            "--labels",
+            "a photo of a cat",
+            "a photo of a horse",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("a photo of a horse"), "{}", stdout(&o));
+}
+
+#[test]
+fn model_pull_takes_the_dtype_files_and_sends_the_token() {
+    let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
+    let home = tempfile::tempdir().unwrap();
+    let o = clipql_command()
+        .env("HF_HOME", home.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_TOKEN", "hf_test_token")
+        .args(["model", "pull", "test/tiny-clip", "--dtype", "quantized"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = hub.take_log();
+    assert!(
+        log.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer hf_test_token")),
+        "{log:?}"
+    );
+    let mut fetched: Vec<&str> = log
+        .iter()
+        .filter(|r| r.is_body())
+        .map(|r| r.file.as_str())
+        .collect();
+    fetched.sort();
+    fetched.dedup();
+    // The fixture has no model_quantized.onnx: the fp32 combined graph stands in.
+    assert_eq!(
+        fetched,
+        [
+            "config.json",
+            "onnx/model.onnx",
+            "onnx/text_model_quantized.onnx",
+            "onnx/vision_model_quantized.onnx",
+            "preprocessor_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    assert!(
+        log.iter().any(|r| r.file == "onnx/model_quantized.onnx"),
+        "asked for the dtype's combined graph first"
+    );
+
+    // A repo the hub does not have.
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/absent"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("set HF_TOKEN"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_interrupted_pull_resumes_and_a_corrupt_file_is_refused() {
+    let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
+    let home = tempfile::tempdir().unwrap();
+    hub.fault("onnx/vision_model.onnx", Fault::StatusOnce(500));
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("downloading onnx/vision_model.onnx"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("500"), "{}", stderr(&o));
+    let first = bodies(&hub);
+    assert!(first.contains(&"onnx/text_model.onnx".to_string()));
+
+    // The re-run fetches only what the first run did not finish.
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(bodies(&hub), ["onnx/model.onnx", "onnx/vision_model.onnx"]);
+    assert!(
+        stderr(&o).contains("2 of 7 files downloaded"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Bytes that do not match their ETag are deleted, not kept.
+    let home = tempfile::tempdir().unwrap();
+    hub.fault("onnx/text_model.onnx", Fault::Corrupt);
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("onnx/text_model.onnx failed its integrity check (content hash"),
+        "{err}"
+    );
+    let snapshot = home
+        .path()
+        .join("hub/models--test--tiny-clip/snapshots")
+        .join(hub::COMMIT);
+    assert!(!snapshot.join("onnx/text_model.onnx").exists());
+    let blobs: Vec<_> = std::fs::read_dir(home.path().join("hub/models--test--tiny-clip/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    let text_len = std::fs::metadata(fixture_model().join("onnx/text_model.onnx"))
+        .unwrap()
+        .len();
+    assert!(!blobs.contains(&text_len), "corrupt blob left behind");
+    hub.clear_faults();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn the_default_model_is_pulled_on_first_use_or_fails_fast_offline() {
+    let hub = StandInHub::start(&[("Xenova/clip-vit-base-patch32", &fixture_model())]);
+    let home = tempfile::tempdir().unwrap();
+    let classify = [
+        "classify",
+        "tests/fixtures/photos/chelsea.jpg",
+        "--labels",
+        "a photo of a cat",
+        "a photo of a horse",
+    ];
+
+    // No hub: an immediate, actionable error.
+    let started = std::time::Instant::now();
+    let o = clipql_with_hf_home(home.path(), &classify);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    let err = stderr(&o);
+    for hint in [
+        "model Xenova/clip-vit-base-patch32 from the HF hub: the hub at http://127.0.0.1:9 is unreachable",
+        "clipql model pull Xenova/clip-vit-base-patch32",
+        "pass --model DIR",
+    ] {
+        assert!(err.contains(hint), "{hint} missing from:\n{err}");
+    }
+    let o = clipql_command()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args(classify)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("HF_HUB_OFFLINE is set"),
+        "{}",
+        stderr(&o)
+    );
+
+    // With the hub: pulled once, then used from the cache.
+    let o = clipql_hub(&hub, home.path(), &classify);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("a photo of a horse"), "{}", stdout(&o));
+    assert_eq!(bodies(&hub).len(), 7);
+    let o = clipql_hub(
+        &hub,
+        home.path(),
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT clip_classify(image, ['a photo of a cat', 'a photo of a horse']) AS l \
+             FROM read_images('tests/fixtures/photos/chelsea.jpg')",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "l\na photo of a horse\n");
+    assert!(hub.take_log().is_empty(), "the cached model needs no hub");
 }

@@ -54,6 +54,15 @@ pub enum ClipError {
         message: String,
     },
 
+    /// Downloading a model from the HF hub failed.
+    #[error("model {repo} from the HF hub: {message}")]
+    Hub {
+        /// The repo id.
+        repo: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+
     /// ONNX Runtime failed while creating a session or running inference.
     #[error("ONNX Runtime error while {context}: {message}")]
     Onnx {

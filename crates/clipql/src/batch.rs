@@ -56,8 +56,10 @@ pub struct Job {
     pub sources: Vec<String>,
     /// What to compute.
     pub task: Task,
-    /// Model directory.
-    pub model: Option<PathBuf>,
+    /// Model directory (resolved and pulled by `main`).
+    pub model: PathBuf,
+    /// Which tower files to load.
+    pub dtype: clip_runtime::Dtype,
     /// Output file; its extension picks the format. None: a table on stdout.
     pub output: Option<PathBuf>,
     /// The image column of Parquet sources (detected when absent).
@@ -585,9 +587,9 @@ pub async fn run(job: Job) -> Result<Summary> {
     let (sql, mut reshaper, embedding_column) = plan_task(&job.task)?;
 
     let mut config = datafusion_clip::session_config();
-    if let Some(model) = &job.model {
-        config = config.set_str("clip.model", &model.to_string_lossy());
-    }
+    config = config
+        .set_str("clip.model", &job.model.to_string_lossy())
+        .set_str("clip.dtype", &job.dtype.to_string());
     config = config.set_str(
         "clip.on_error",
         if job.fail_on_error { "fail" } else { "null" },

@@ -6,10 +6,12 @@
 mod batch;
 mod output;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clip_runtime::Dtype;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
@@ -41,6 +43,19 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
+    /// Download a model's ONNX files from the HF hub into the HF cache ($HF_HOME/hub).
+    Pull {
+        /// An HF repo id, e.g. Xenova/clip-vit-base-patch32.
+        repo: String,
+
+        /// Which tower files to fetch.
+        #[arg(long, default_value_t = Dtype::Fp32)]
+        dtype: Dtype,
+
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// List the models in the local HF cache ($HF_HOME/hub) that ClipQL can load.
     List,
     /// Show a model's files, dtypes, embedding dim, image size, context length and logit_scale.
@@ -50,9 +65,55 @@ enum ModelCommand {
     },
 }
 
-fn run_model(command: ModelCommand) -> Result<u8, DataFusionError> {
-    let external = |e: clip_runtime::ClipError| DataFusionError::External(Box::new(e));
+fn external(e: clip_runtime::ClipError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Whether to draw progress bars.
+fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// The model directory for `--model` (a folder or repo id; default: the
+/// default model), pulling a repo id that is not in the HF cache.
+async fn model_dir(
+    model: Option<&str>,
+    dtype: Dtype,
+    quiet: bool,
+) -> Result<PathBuf, DataFusionError> {
+    let name = model.unwrap_or(clip_runtime::hub::DEFAULT_MODEL);
+    clip_runtime::hub::ensure_model(name, dtype, show_progress(quiet))
+        .await
+        .map_err(external)
+}
+
+async fn run_model(command: ModelCommand) -> Result<u8, DataFusionError> {
     match command {
+        ModelCommand::Pull { repo, dtype, quiet } => {
+            let report = clip_runtime::hub::pull(&repo, dtype, show_progress(quiet))
+                .await
+                .map_err(external)?;
+            let fetched = report.files.iter().filter(|f| f.downloaded).count();
+            let bytes: u64 = report
+                .files
+                .iter()
+                .filter(|f| f.downloaded)
+                .map(|f| f.size)
+                .sum();
+            for f in &report.files {
+                let how = if f.downloaded { "downloaded" } else { "cached" };
+                eprintln!("  {how}\t{}\t{}", f.size, f.name);
+            }
+            if let Some(w) = &report.warning {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "{repo} ({dtype}) at commit {}: {fetched} of {} files downloaded ({bytes} bytes)",
+                report.commit,
+                report.files.len()
+            );
+            println!("{}", report.dir.display());
+        }
         ModelCommand::List => {
             let models = clip_runtime::hub::cached_models();
             if models.is_empty() {
@@ -72,6 +133,11 @@ fn run_model(command: ModelCommand) -> Result<u8, DataFusionError> {
         }
         ModelCommand::Info { model } => {
             let dir = clip_runtime::hub::resolve_model(&model).map_err(external)?;
+            if !dir.is_dir() {
+                return Err(DataFusionError::Plan(format!(
+                    "{model} is not a folder; a repo id would name a model in the HF cache"
+                )));
+            }
             let config = clip_runtime::ModelConfig::from_dir(&dir).map_err(external)?;
             let preprocess =
                 clip_runtime::PreprocessConfig::from_file(&dir.join("preprocessor_config.json"))
@@ -160,9 +226,13 @@ struct BatchArgs {
     #[arg(required = true)]
     sources: Vec<String>,
 
-    /// Model directory (sets clip.model).
+    /// Model directory or HF repo id (pulled if not cached). Default: Xenova/clip-vit-base-patch32.
     #[arg(long, env = "CLIPQL_MODEL")]
-    model: Option<PathBuf>,
+    model: Option<String>,
+
+    /// Which tower files to load (clip.dtype).
+    #[arg(long, default_value_t = Dtype::Fp32)]
+    dtype: Dtype,
 
     /// The image column of Parquet sources: Binary/BinaryView, or an HF-datasets {bytes, path}
     /// struct (detected when there is one). Giving it reads every source as Parquet.
@@ -248,10 +318,12 @@ async fn run_batch(
     task: batch::Task,
     output: Option<PathBuf>,
 ) -> Result<u8, DataFusionError> {
+    let model = model_dir(batch.model.as_deref(), batch.dtype, batch.quiet).await?;
     let job = batch::Job {
         sources: batch.sources,
         task,
-        model: batch.model,
+        model,
+        dtype: batch.dtype,
         output,
         image_column: batch.image_column,
         fail_on_error: batch.on_error == OnError::Fail,
@@ -279,9 +351,15 @@ async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionError> {
 
 #[derive(Debug, Args)]
 struct SqlArgs {
-    /// Model directory (sets clip.model).
+    /// Model directory or HF repo id (sets clip.model; a repo id is pulled if not cached).
+    /// Default: Xenova/clip-vit-base-patch32, pulled only if the SQL calls a CLIP function
+    /// and does not set clip.model itself.
     #[arg(long, env = "CLIPQL_MODEL")]
-    model: Option<PathBuf>,
+    model: Option<String>,
+
+    /// Which tower files to load (sets clip.dtype).
+    #[arg(long)]
+    dtype: Option<Dtype>,
 
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -326,14 +404,19 @@ fn version() -> String {
     )
 }
 
+/// Whether SQL text calls a function that needs a model and leaves
+/// `clip.model` to us: then `clipql sql` pulls the default model first.
+fn needs_default_model(sql: &str) -> bool {
+    let sql = sql.to_ascii_lowercase();
+    !sql.contains("clip.model")
+        && datafusion_clip::all_functions()
+            .iter()
+            .map(|f| f.name())
+            .filter(|name| *name != "clip_image_error")
+            .any(|name| sql.contains(name))
+}
+
 async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
-    let mut config = datafusion_clip::session_config();
-    if let Some(model) = &args.model {
-        config = config.set_str("clip.model", &model.to_string_lossy());
-    }
-    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
-        .enable_url_table();
-    datafusion_clip::register_all(&ctx)?;
     let sql = match (&args.command, &args.file) {
         (Some(sql), _) => sql.clone(),
         (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
@@ -341,6 +424,18 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
         })?,
         (None, None) => return Err(DataFusionError::Plan("give SQL with -c or -f".into())),
     };
+    let mut config = datafusion_clip::session_config();
+    let dtype = args.dtype.unwrap_or_default();
+    if args.model.is_some() || needs_default_model(&sql) {
+        let dir = model_dir(args.model.as_deref(), dtype, false).await?;
+        config = config.set_str("clip.model", &dir.to_string_lossy());
+    }
+    if let Some(dtype) = args.dtype {
+        config = config.set_str("clip.dtype", &dtype.to_string());
+    }
+    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
+        .enable_url_table();
+    datafusion_clip::register_all(&ctx)?;
     let statements = DFParser::parse_sql(&sql)?;
     if statements.is_empty() {
         return Err(DataFusionError::Plan("no SQL statement given".into()));
@@ -397,13 +492,18 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Sql(args) => runtime.block_on(run_sql(args)).map(|()| EXIT_OK),
         Command::Classify(args) => runtime.block_on(run_classify(args)),
-        Command::Model(command) => run_model(command),
+        Command::Model(command) => runtime.block_on(run_model(command)),
         Command::Embed(args) => {
             runtime.block_on(run_batch(args.batch, batch::Task::Embed, Some(args.output)))
         }
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(DataFusionError::External(e)) => {
+            // Our own errors need no "External error: " in front.
+            print_error(e.as_ref());
+            ExitCode::from(EXIT_FATAL)
+        }
         Err(e) => {
             print_error(&e);
             ExitCode::from(EXIT_FATAL)

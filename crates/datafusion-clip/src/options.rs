@@ -9,9 +9,10 @@ use std::any::Any;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use clip_runtime::hub::DEFAULT_MODEL;
 use clip_runtime::{ClipModel, DecodeLimits, Dtype, ModelOptions};
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::common::{DataFusionError, Result, config_err, plan_err};
+use datafusion::common::{DataFusionError, Result, config_err};
 use datafusion::config::ConfigOptions;
 
 /// What to do with an image that cannot be decoded.
@@ -28,7 +29,7 @@ pub enum OnError {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClipOptions {
-    /// `clip.model`: model directory.
+    /// `clip.model`: a model directory or HF repo id (unset: the default model).
     pub model: Option<String>,
     /// `clip.dtype`: `fp32`, `quantized` or `fp16`.
     pub dtype: Dtype,
@@ -83,7 +84,7 @@ impl ClipOptions {
     pub const KEYS: &'static [(&'static str, &'static str)] = &[
         (
             "model",
-            "Model directory in the HF / Transformers.js ONNX layout. Required by every function except clip_image_error.",
+            "Model directory in the HF / Transformers.js ONNX layout, or an HF repo id in the HF cache. Unset: Xenova/clip-vit-base-patch32 from the HF cache.",
         ),
         (
             "dtype",
@@ -141,17 +142,29 @@ impl ClipOptions {
     }
 
     /// The model directory, or a planning error saying how to set it. A
-    /// repo id (`Xenova/clip-vit-base-patch32`) resolves in the HF cache.
+    /// repo id (`Xenova/clip-vit-base-patch32`) resolves in the HF cache;
+    /// with `clip.model` unset, the default model does, if it was pulled.
+    /// Planning never downloads: `clipql` pulls before it plans.
     pub fn model_dir(&self, function: &str) -> Result<PathBuf> {
         match &self.model {
             Some(m) => clip_runtime::hub::resolve_model(m)
                 .map_err(|e| DataFusionError::Plan(format!("{function}: clip.model: {e}"))),
-            None => plan_err!(
-                "{function} needs a model, but clip.model is not set. Run \
-                 SET clip.model = '/path/to/model-dir' (a folder with onnx/vision_model.onnx, \
-                 onnx/text_model.onnx, tokenizer.json, ...), or pass --model to clipql"
-            ),
+            None => clip_runtime::hub::resolve_model(DEFAULT_MODEL).map_err(|_| {
+                DataFusionError::Plan(format!(
+                    "{function} needs a model, but clip.model is not set and the default model \
+                     {DEFAULT_MODEL} is not in the HF cache. Run \
+                     SET clip.model = '/path/to/model-dir' (a folder with onnx/vision_model.onnx, \
+                     onnx/text_model.onnx, tokenizer.json, ...) or an HF repo id, pass --model \
+                     to clipql, or download the default with \
+                     `clipql model pull {DEFAULT_MODEL}`"
+                ))
+            }),
         }
+    }
+
+    /// `clip.model`, or the default model's repo id when it is unset.
+    pub fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
     }
 
     /// The shared model, loading it on first use.

@@ -21,14 +21,15 @@ pub(crate) struct PlanningContext {
 
 impl PlanningContext {
     pub(crate) fn from_config(config: &ConfigOptions) -> Self {
-        let model = ClipOptions::from_config(config).model;
-        let dim = model.as_ref().map(|m| {
-            clip_runtime::hub::resolve_model(m)
-                .and_then(|dir| clip_runtime::ModelConfig::from_dir(&dir))
-                .map(|c| c.projection_dim)
-                .map_err(|e| e.to_string())
-        });
-        Self { model, dim }
+        let options = ClipOptions::from_config(config);
+        let dim = clip_runtime::hub::resolve_model(options.model_name())
+            .and_then(|dir| clip_runtime::ModelConfig::from_dir(&dir))
+            .map(|c| c.projection_dim)
+            .map_err(|e| e.to_string());
+        Self {
+            model: options.model,
+            dim: Some(dim),
+        }
     }
 
     /// Fails at planning time when no model is configured.

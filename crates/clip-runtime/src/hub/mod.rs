@@ -1,8 +1,8 @@
 //! Models by Hugging Face repo id, from the local HF cache.
 //!
 //! `--model Xenova/clip-vit-base-patch32` (or `clip.model`) names a repo; it
-//! resolves to the snapshot folder of the standard HF cache layout, which the
-//! `huggingface_hub` tools (and, later, `clipql model pull`) fill:
+//! resolves to the snapshot folder of the standard HF cache layout, which
+//! `clipql model pull` ([`pull`]) and the `huggingface_hub` tools fill:
 //!
 //! ```text
 //! $HF_HOME/hub/models--Xenova--clip-vit-base-patch32/
@@ -12,6 +12,10 @@
 //!
 //! `HF_HOME` defaults to `~/.cache/huggingface`; `HF_HUB_CACHE` overrides the
 //! `hub` folder itself, as in `huggingface_hub`.
+
+mod pull;
+
+pub use pull::{DEFAULT_MODEL, PullReport, PulledFile, endpoint, ensure_model, offline, pull};
 
 use std::path::{Path, PathBuf};
 
@@ -68,8 +72,9 @@ fn not_cached(name: &str, cache: Option<&Path>) -> ClipError {
         dir: PathBuf::from(name),
         file: "(the model)".into(),
         hint: format!(
-            "; {name} is neither a folder nor in {place}. Download it where the hub is reachable \
-             (e.g. `huggingface-cli download {name}`) and copy the cache here, or pass --model DIR"
+            "; {name} is neither a folder nor in {place}. Download it with \
+             `clipql model pull {name}` (where the hub is unreachable, pull elsewhere and copy \
+             the cache folder here), or pass --model DIR"
         ),
     }
 }

@@ -1,0 +1,239 @@
+//! A stand-in for the Hugging Face hub on 127.0.0.1, serving model folders
+//! with the hub's URL scheme and headers:
+//!
+//! - `GET /{owner}/{name}/resolve/{revision}/{path}`, with `Range` (206 and
+//!   `Content-Range`), `X-Repo-Commit`, and an `ETag` that is the content's
+//!   SHA-256 for `.onnx` files (LFS, also sent as `X-Linked-Etag`) and its git
+//!   blob SHA-1 otherwise, as the hub sends them;
+//! - 404 with `X-Error-Code: EntryNotFound` for a file the repo lacks.
+//!
+//! Faults can be injected per file, and every request is logged, so tests
+//! can tell what a pull fetched. One thread per connection, `Connection:
+//! close`: enough for a test.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+/// The commit every served repo is at.
+pub const COMMIT: &str = "5e1f0c0ffee5e1f0c0ffee5e1f0c0ffee5e1f0c0";
+
+/// What the next body request for a file gets instead of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// This HTTP status, for the next body request only.
+    StatusOnce(u16),
+    /// The right length and ETag but flipped bytes, for every body request.
+    Corrupt,
+}
+
+/// One request the hub saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The file path within the repo.
+    pub file: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+impl Request {
+    /// Whether this fetched content, not just the hub's `bytes=0-0` probe.
+    pub fn is_body(&self) -> bool {
+        self.range.as_deref() != Some("bytes=0-0")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    repos: HashMap<String, PathBuf>,
+    faults: HashMap<String, Fault>,
+    log: Vec<Request>,
+}
+
+/// The running stand-in hub. It lives until the test process exits.
+pub struct StandInHub {
+    /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl StandInHub {
+    /// Starts a hub serving `repos`: repo id → model folder.
+    pub fn start(repos: &[(&str, &Path)]) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            repos: repos
+                .iter()
+                .map(|(id, dir)| (id.to_string(), dir.to_path_buf()))
+                .collect(),
+            ..State::default()
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &state);
+                });
+            }
+        });
+        Self { url, state }
+    }
+
+    /// Injects a fault for `file` (a path within any repo).
+    pub fn fault(&self, file: &str, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(file.to_string(), fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// Takes the requests seen so far.
+    pub fn take_log(&self) -> Vec<Request> {
+        std::mem::take(&mut self.state.lock().unwrap().log)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ETag the hub gives a file, and whether it is an LFS file.
+fn etag(file: &str, content: &[u8]) -> (String, bool) {
+    if file.ends_with(".onnx") {
+        (hex(&Sha256::digest(content)), true)
+    } else {
+        let mut h = Sha1::new();
+        h.update(format!("blob {}\0", content.len()).as_bytes());
+        h.update(content);
+        (hex(&h.finalize()), false)
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut out = stream;
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    // /{owner}/{name}/resolve/{revision}/{file}
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(5, '/').collect();
+    let (repo, file) = match parts.as_slice() {
+        [owner, name, "resolve", _revision, file] => (format!("{owner}/{name}"), file.to_string()),
+        _ => return respond(&mut out, 404, &[], b"not a resolve URL"),
+    };
+    let request = Request {
+        file: file.clone(),
+        range: headers.get("range").cloned(),
+        authorization: headers.get("authorization").cloned(),
+    };
+    let (dir, fault) = {
+        let mut state = state.lock().unwrap();
+        state.log.push(request.clone());
+        let fault = if request.is_body() {
+            match state.faults.get(&file).copied() {
+                Some(Fault::StatusOnce(s)) => {
+                    state.faults.remove(&file);
+                    Some(Fault::StatusOnce(s))
+                }
+                other => other,
+            }
+        } else {
+            None
+        };
+        (state.repos.get(&repo).cloned(), fault)
+    };
+    let Some(dir) = dir else {
+        return respond(
+            &mut out,
+            401,
+            &[("X-Error-Code", "RepoNotFound".into())],
+            b"Repository not found",
+        );
+    };
+    let Ok(mut content) = std::fs::read(dir.join(&file)) else {
+        return respond(
+            &mut out,
+            404,
+            &[
+                ("X-Error-Code", "EntryNotFound".into()),
+                ("X-Repo-Commit", COMMIT.into()),
+            ],
+            b"Entry not found",
+        );
+    };
+    let (tag, lfs) = etag(&file, &content);
+    match fault {
+        Some(Fault::StatusOnce(status)) => return respond(&mut out, status, &[], b"injected"),
+        Some(Fault::Corrupt) => content.iter_mut().for_each(|b| *b ^= 0x5a),
+        None => {}
+    }
+    let mut extra = vec![
+        ("X-Repo-Commit", COMMIT.to_string()),
+        ("ETag", format!("\"{tag}\"")),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    if lfs {
+        extra.push(("X-Linked-Etag", format!("\"{tag}\"")));
+        extra.push(("X-Linked-Size", content.len().to_string()));
+    }
+    let total = content.len();
+    match request.range.as_deref().and_then(parse_range) {
+        Some((start, stop)) if start < total => {
+            // Clients may ask past the end (hf-hub's last chunk does).
+            let stop = stop.min(total - 1);
+            extra.push(("Content-Range", format!("bytes {start}-{stop}/{total}")));
+            respond(&mut out, 206, &extra, &content[start..=stop])
+        }
+        Some(_) => respond(&mut out, 416, &extra, b""),
+        None => respond(&mut out, 200, &extra, &content),
+    }
+}
+
+fn parse_range(range: &str) -> Option<(usize, usize)> {
+    let (start, stop) = range.strip_prefix("bytes=")?.split_once('-')?;
+    Some((start.parse().ok()?, stop.parse().unwrap_or(usize::MAX)))
+}
+
+fn respond(
+    out: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(body)?;
+    out.flush()
+}

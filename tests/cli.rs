@@ -405,7 +405,7 @@ fn classify_writes_jsonl_and_csv_with_template_top_k_and_embeddings() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "path,label,score,scores,error");
+    assert_eq!(lines[0], "path,size,modified,label,score,scores,error");
     assert!(
         lines[1].contains(",a photo of a horse,0.86"),
         "{}",
@@ -457,10 +457,13 @@ fn classify_on_error_fail_writes_nothing_and_exits_1() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot be used"), "{}", stderr(&o));
+    // No output, no partial file: only the journal of the rows finished
+    // before the failure, for --resume.
+    let left = files_in(dir.path());
     assert!(
-        files_in(dir.path()).is_empty(),
-        "left behind: {:?}",
-        files_in(dir.path())
+        left.iter()
+            .all(|f| f.starts_with(".out.parquet.") && f.ends_with(".journal")),
+        "left behind: {left:?}"
     );
 }
 
@@ -699,8 +702,13 @@ fn classify_over_s3_gives_the_same_rows_as_local() {
                         r["scores"].clone(),
                     )
                 })
-                .collect()
+                .collect::<Vec<_>>()
         };
+    // Rows come in the order the scan finishes them: compare them sorted.
+    let sorted = |mut rows: Vec<(String, serde_json::Value, serde_json::Value)>| {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
     let (local_rows, s3_rows) = (jsonl_rows(&local), jsonl_rows(&remote));
     assert_eq!(s3_rows.len(), 14);
     assert!(
@@ -711,7 +719,7 @@ fn classify_over_s3_gives_the_same_rows_as_local() {
         "{}",
         s3_rows[0]
     );
-    assert_eq!(strip(local_rows), strip(s3_rows));
+    assert_eq!(sorted(strip(local_rows)), sorted(strip(s3_rows)));
 }
 
 #[test]
@@ -1273,4 +1281,210 @@ fn the_default_model_is_pulled_on_first_use_or_fails_fast_offline() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "l\na photo of a horse\n");
     assert!(hub.take_log().is_empty(), "the cached model needs no hub");
+}
+
+/// The rows of an Arrow IPC stream, up to a torn tail.
+fn journal_rows(path: &Path) -> Vec<(String, u64)> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::UInt64Type;
+    let file = std::fs::File::open(path).unwrap();
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(file, None).unwrap();
+    let mut rows = Vec::new();
+    for batch in reader.map_while(Result::ok) {
+        let paths = batch.column_by_name("path").unwrap().as_string::<i32>();
+        let sizes = batch
+            .column_by_name("size")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        for r in 0..batch.num_rows() {
+            rows.push((paths.value(r).to_string(), sizes.value(r)));
+        }
+    }
+    rows
+}
+
+fn journals_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".journal"))
+        .collect()
+}
+
+/// Overwrites a file with junk of the same length and restores its mtime:
+/// only a run that skips it (by path, size and mtime) still labels it.
+fn corrupt_in_place(path: &Path) {
+    let meta = std::fs::metadata(path).unwrap();
+    std::fs::write(path, vec![0x42u8; meta.len() as usize]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn classify_resume_continues_a_killed_run_and_skips_finished_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for copy in 0..12 {
+        for entry in std::fs::read_dir(root().join("tests/fixtures/photos")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let name = format!("{copy:02}_{}", entry.file_name().to_string_lossy());
+            std::fs::copy(entry.path(), photos.join(name)).unwrap();
+        }
+    }
+    let total = std::fs::read_dir(&photos).unwrap().count();
+    let out = dir.path().join("out.parquet");
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "classify",
+            photos.to_str().unwrap(),
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "a photo of a cat",
+            "a photo of a dog",
+            "--batch-size",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    // Kill a run once its journal holds a batch.
+    let mut child = clipql_command()
+        .args(args(&[]))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let flushed = journals_in(dir.path())
+            .iter()
+            .any(|j| std::fs::metadata(j).is_ok_and(|m| m.len() > 0));
+        if flushed {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(started.elapsed().as_secs() < 120);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out.exists(),
+        "a killed run leaves no output that looks whole"
+    );
+    let journal = journals_in(dir.path());
+    assert_eq!(journal.len(), 1);
+    let finished = journal_rows(&journal[0]);
+    assert!(
+        !finished.is_empty() && finished.len() < total,
+        "{}",
+        finished.len()
+    );
+
+    // A finished image turned to junk (same size and mtime) is not read
+    // again; a new image is.
+    let done = PathBuf::from(finished[0].0.strip_prefix("file://").unwrap());
+    corrupt_in_place(&done);
+    std::fs::copy(
+        root().join("tests/fixtures/photos/chelsea.jpg"),
+        photos.join("new.jpg"),
+    )
+    .unwrap();
+    let o = clipql_command().args(args(&["--resume"])).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(journals_in(dir.path()).is_empty(), "journals are removed");
+    let read = |sql: &str| {
+        let o = clipql(&["sql", "--format", "jsonl", "-c", sql]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let summary = read(&format!(
+        "SELECT count(*) AS n, count(DISTINCT path) AS paths, count(label) AS labelled FROM '{}'",
+        out.display()
+    ));
+    assert_eq!(summary[0]["n"], total + 1);
+    assert_eq!(summary[0]["paths"], total + 1);
+    assert_eq!(summary[0]["labelled"], total + 1);
+
+    // Against a complete output: a rewritten file (new size) is done again,
+    // with its new size; the junk one, now with a new mtime, fails.
+    std::fs::copy(root().join("tests/fixtures/photos/page.bmp"), &done).unwrap();
+    let o = clipql_command().args(args(&["--resume"])).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let row = read(&format!(
+        "SELECT size, label FROM '{}' WHERE path = 'file://{}'",
+        out.display(),
+        done.display()
+    ));
+    assert_eq!(
+        row[0]["size"],
+        std::fs::metadata(&done).unwrap().len(),
+        "{row:?}"
+    );
+
+    // Other labels: the previous rows are not mixed in.
+    let mut other = args(&["--resume"]);
+    other[5] = "a photo of a horse".into();
+    let o = clipql_command().args(other).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("was made with other settings"),
+        "{}",
+        stderr(&o)
+    );
+    // No --output, or a CSV one that cannot be read back.
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/photos",
+        "--labels",
+        "a",
+        "--resume",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("give --output"), "{}", stderr(&o));
+    let csv = dir.path().join("out.csv");
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/photos/chelsea.jpg",
+        "--labels",
+        "a",
+        "--output",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/photos/chelsea.jpg",
+        "--labels",
+        "a",
+        "--output",
+        csv.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("only Parquet outputs can be read back"),
+        "{}",
+        stderr(&o)
+    );
 }

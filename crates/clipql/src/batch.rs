@@ -5,14 +5,20 @@
 //! e.g. for `classify`:
 //!
 //! ```sql
-//! SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
-//! FROM (SELECT path, image, clip_scores(image, [prompts]) AS scores FROM <IMAGE table>)
+//! SELECT path, size, modified, scores,
+//!        CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
+//! FROM (SELECT path, size, modified, image, clip_scores(image, [prompts]) AS scores
+//!       FROM <IMAGE table>)
 //! ```
 //!
 //! and each result batch is reshaped here (class names instead of prompts,
-//! top-k) and appended to the output as it arrives.
+//! top-k) and appended to the output as it arrives. There is deliberately no
+//! `ORDER BY`: a sort would hold every row until the last image, so memory
+//! would grow with the collection and an interrupted run would have written
+//! nothing. Files get rows in the order partitions finish them; the table
+//! printed to stdout (already held in memory) is sorted by path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +26,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
+use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::writer::{LineDelimited, LineDelimitedWriter, WriterBuilder};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
@@ -28,8 +35,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
-use datafusion_clip::{ImageScanExec, ImageTable};
+use datafusion_clip::{FileKey, ImageScanExec, ImageTable};
 use futures::StreamExt;
+
+use crate::resume::{Journal, Previous, SETTINGS_KEY};
 
 /// What a batch command computes per image.
 #[derive(Debug)]
@@ -72,6 +81,8 @@ pub struct Job {
     pub threads: Option<usize>,
     /// No progress bar or summary.
     pub quiet: bool,
+    /// Skip the images an earlier run over the same output finished.
+    pub resume: bool,
 }
 
 /// How a finished job went.
@@ -79,6 +90,8 @@ pub struct Job {
 pub struct Summary {
     /// Images with a label.
     pub classified: u64,
+    /// Rows copied from an earlier run (`--resume`).
+    pub resumed: u64,
     /// Images without one, by reason.
     pub failed: BTreeMap<String, u64>,
 }
@@ -140,6 +153,7 @@ struct Output {
     sink: Sink,
     temp: Option<PathBuf>,
     target: Option<PathBuf>,
+    journal: Option<Journal>,
 }
 
 impl Output {
@@ -149,6 +163,7 @@ impl Output {
                 sink: Sink::Stdout(Vec::new()),
                 temp: None,
                 target: None,
+                journal: None,
             });
         };
         let format = Format::from_path(target)?;
@@ -173,10 +188,14 @@ impl Output {
             sink,
             temp: Some(temp),
             target: Some(target.to_path_buf()),
+            journal: Some(Journal::create(target, schema)?),
         })
     }
 
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if let Some(journal) = &mut self.journal {
+            journal.append(&batch)?;
+        }
         match &mut self.sink {
             Sink::Parquet(w) => w.write(&batch)?,
             Sink::Csv(file, header_written) => {
@@ -210,8 +229,11 @@ impl Output {
                     .sync_all()?;
             }
             Sink::Stdout(batches) => {
+                let all = concat_batches(schema, &batches)?;
+                let order = sort_to_indices(all.column(0), None, None)?;
+                let sorted = take_record_batch(&all, &order)?;
                 let mut stdout = std::io::stdout().lock();
-                crate::output::write(&mut stdout, &batches, crate::Format::Table)?;
+                crate::output::write(&mut stdout, &[sorted], crate::Format::Table)?;
             }
         }
         if let (Some(temp), Some(target)) = (self.temp, self.target) {
@@ -221,11 +243,15 @@ impl Output {
                     target.display()
                 ))
             })?;
+            if let Some(journal) = self.journal {
+                journal.remove_all(&target);
+            }
         }
         Ok(())
     }
 
-    /// Removes the partial file after a failure.
+    /// Removes the partial file after a failure. The journal stays, for
+    /// `--resume`.
     fn abandon(self) {
         if let Some(temp) = self.temp {
             drop(self.sink);
@@ -240,17 +266,31 @@ fn sql_string(s: &str) -> String {
 
 /// The output schema.
 fn output_schema(embedding: Option<&Field>) -> SchemaRef {
-    let mut fields = vec![
-        Field::new("path", DataType::Utf8, false),
+    let mut fields = key_fields();
+    fields.extend([
         Field::new("label", DataType::Utf8, true),
         Field::new("score", DataType::Float32, true),
         Field::new("scores", datafusion_clip::scores_type(), true),
         Field::new("error", DataType::Utf8, true),
-    ];
+    ]);
     if let Some(e) = embedding {
         fields.push(e.clone().with_name("embedding"));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// `path`, `size`, `modified`: which version of which file a row is about
+/// (`size` and `modified` are NULL for rows from Parquet sources).
+fn key_fields() -> Vec<Field> {
+    vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size", DataType::UInt64, true),
+        Field::new(
+            "modified",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]
 }
 
 /// Total files the plan will read.
@@ -275,10 +315,11 @@ impl Reshaper {
             .map_or_else(|| prompt.to_string(), String::clone)
     }
 
-    /// `path, scores (over prompts), error [, embedding]` → the output batch.
+    /// `path, size, modified, scores (over prompts), error [, embedding]` →
+    /// the output batch.
     fn reshape(&self, batch: &RecordBatch, summary: &mut Summary) -> Result<RecordBatch> {
-        let scores = batch.column(1).as_list::<i32>();
-        let errors = batch.column(2).as_string::<i32>();
+        let scores = batch.column(3).as_list::<i32>();
+        let errors = batch.column(4).as_string::<i32>();
         let mut rows: Vec<Option<Vec<(String, f32)>>> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if scores.is_null(row) {
@@ -312,13 +353,15 @@ impl Reshaper {
         )?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::clone(batch.column(0)),
+            Arc::clone(batch.column(1)),
+            Arc::clone(batch.column(2)),
             Arc::new(label),
             Arc::new(score),
             scores_out,
-            Arc::clone(batch.column(2)),
+            Arc::clone(batch.column(4)),
         ];
-        if batch.num_columns() > 3 {
-            columns.push(Arc::clone(batch.column(3)));
+        if batch.num_columns() > 5 {
+            columns.push(Arc::clone(batch.column(5)));
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
@@ -362,8 +405,8 @@ impl Progress {
 
 /// `embed` rows pass through; only the failures are counted.
 fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) {
-    let embeddings = batch.column(1);
-    let errors = batch.column(2).as_string::<i32>();
+    let embeddings = batch.column(3);
+    let errors = batch.column(4).as_string::<i32>();
     for row in 0..batch.num_rows() {
         if embeddings.is_null(row) {
             summary.record_failure(errors, row);
@@ -381,12 +424,44 @@ fn is_parquet_source(source: &str) -> bool {
 /// Registers `images (path, image, ...)` over the sources: an IMAGE table for
 /// image files, or a view over Parquet with an image column. Returns the row
 /// count for Parquet (from its metadata), for progress.
-async fn register_sources(ctx: &SessionContext, job: &Job) -> Result<Option<usize>> {
+/// What [`register_sources`] found.
+struct Sources {
+    /// The row count of Parquet sources (from their metadata), for progress.
+    parquet_rows: Option<usize>,
+    /// Files the previous run finished that are still there (`--resume`).
+    resumed: HashSet<FileKey>,
+}
+
+async fn register_sources(
+    ctx: &SessionContext,
+    job: &Job,
+    previous: Option<&Previous>,
+) -> Result<Sources> {
     let parquet = job.image_column.is_some() || job.sources.iter().any(|s| is_parquet_source(s));
     if !parquet {
-        let table = ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?;
+        let mut table = ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?;
+        let mut resumed = HashSet::new();
+        if let Some(previous) = previous {
+            resumed = table
+                .file_keys(&ctx.state())
+                .await?
+                .into_iter()
+                .filter(|k| previous.done.contains(k))
+                .collect();
+            table = table.with_skip(resumed.clone());
+        }
         ctx.register_table("images", Arc::new(table))?;
-        return Ok(None);
+        return Ok(Sources {
+            parquet_rows: None,
+            resumed,
+        });
+    }
+    if previous.is_some() {
+        return Err(DataFusionError::Plan(
+            "--resume works over image files, keyed by path, size and modification time; \
+             rows of Parquet sources have no such identity. Drop --resume"
+                .into(),
+        ));
     }
     let urls = job
         .sources
@@ -402,8 +477,12 @@ async fn register_sources(ctx: &SessionContext, job: &Job) -> Result<Option<usiz
     ctx.register_table("source", Arc::new(ListingTable::try_new(config)?))?;
     let schema = ctx.table("source").await?.schema().as_arrow().clone();
     let (image, path) = image_columns(&schema, job.image_column.as_deref())?;
-    ctx.sql(&format!("CREATE VIEW images AS SELECT arrow_cast({path}, 'Utf8') AS path, {image} AS image FROM source"))
-        .await?;
+    ctx.sql(&format!(
+        "CREATE VIEW images AS SELECT arrow_cast({path}, 'Utf8') AS path, \
+         arrow_cast(NULL, 'UInt64') AS size, arrow_cast(NULL, 'Timestamp(µs, \"UTC\")') AS modified, \
+         {image} AS image FROM source"
+    ))
+    .await?;
     let batches = ctx
         .sql("SELECT count(*) FROM source")
         .await?
@@ -417,7 +496,10 @@ async fn register_sources(ctx: &SessionContext, job: &Job) -> Result<Option<usiz
                 .value(0)
         })
         .unwrap_or(0);
-    Ok(Some(rows as usize))
+    Ok(Sources {
+        parquet_rows: Some(rows as usize),
+        resumed: HashSet::new(),
+    })
 }
 
 fn is_binary(dt: &DataType) -> bool {
@@ -531,10 +613,10 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
         with_embeddings,
     } = task
     else {
-        let sql = "SELECT path, embedding, \
+        let sql = "SELECT path, size, modified, embedding, \
                    CASE WHEN embedding IS NULL THEN clip_image_error(image) END AS error \
-                   FROM (SELECT path, image, clip_image_embedding(image) AS embedding FROM images) \
-                   ORDER BY path";
+                   FROM (SELECT path, size, modified, image, clip_image_embedding(image) AS embedding \
+                   FROM images)";
         return Ok((sql.to_string(), None, None));
     };
     if labels.is_empty() {
@@ -566,15 +648,41 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
         ""
     };
     let sql = format!(
-        "SELECT path, scores, CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
-         FROM (SELECT path, image, clip_scores(image, {list}) AS scores FROM images) ORDER BY path"
+        "SELECT path, size, modified, scores, \
+         CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
+         FROM (SELECT path, size, modified, image, clip_scores(image, {list}) AS scores FROM images)"
     );
     let reshaper = Reshaper {
         names: prompts.into_iter().zip(labels.iter().cloned()).collect(),
         top_k: *top_k,
         schema: output_schema(None),
     };
-    Ok((sql, Some(reshaper), with_embeddings.then_some(3)))
+    Ok((sql, Some(reshaper), with_embeddings.then_some(5)))
+}
+
+/// The job's settings that decide its rows: what `--resume` must match.
+fn job_settings(job: &Job) -> String {
+    let task = match &job.task {
+        Task::Classify {
+            labels,
+            template,
+            top_k,
+            with_embeddings,
+        } => serde_json::json!({
+            "command": "classify",
+            "labels": labels,
+            "template": template,
+            "top_k": top_k,
+            "with_embeddings": with_embeddings,
+        }),
+        Task::Embed => serde_json::json!({ "command": "embed" }),
+    };
+    serde_json::json!({
+        "task": task,
+        "model": job.model.to_string_lossy(),
+        "dtype": job.dtype.to_string(),
+    })
+    .to_string()
 }
 
 /// Runs the job. Returns how it went; an `Err` is fatal (no output written).
@@ -602,10 +710,20 @@ pub async fn run(job: Job) -> Result<Summary> {
     }
     let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
     datafusion_clip::register_all(&ctx)?;
-    let parquet_total = register_sources(&ctx, &job).await?;
+    let settings = job_settings(&job);
+    let previous = match (&job.output, job.resume) {
+        (Some(target), true) => Some(Previous::load(target, &settings)?),
+        (None, true) => {
+            return Err(DataFusionError::Plan(
+                "--resume continues an --output file; give --output".into(),
+            ));
+        }
+        (_, false) => None,
+    };
+    let sources = register_sources(&ctx, &job, previous.as_ref()).await?;
     let df = ctx.sql(&sql).await?;
     let plan = df.create_physical_plan().await?;
-    let total = parquet_total.unwrap_or_else(|| count_files(&plan));
+    let total = sources.parquet_rows.unwrap_or_else(|| count_files(&plan));
     let schema = match &mut reshaper {
         Some(r) => {
             let embedding = embedding_column.map(|i| plan.schema().field(i).clone());
@@ -614,6 +732,16 @@ pub async fn run(job: Job) -> Result<Summary> {
         }
         None => plan.schema(),
     };
+    // The settings travel in the output's (and journal's) schema, for --resume.
+    let schema = Arc::new(
+        schema
+            .as_ref()
+            .clone()
+            .with_metadata([(SETTINGS_KEY.to_string(), settings.clone())].into()),
+    );
+    if let Some(r) = &mut reshaper {
+        r.schema = Arc::clone(&schema);
+    }
     let mut progress = Progress {
         enabled: !job.quiet && std::io::stderr().is_terminal(),
         total,
@@ -624,11 +752,17 @@ pub async fn run(job: Job) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
     let result: Result<()> = async {
+        if let Some(previous) = &previous {
+            summary.resumed = previous.copy(&settings, &sources.resumed, &schema, &mut |b| {
+                output.write(b)
+            })?;
+        }
         while let Some(batch) = stream.next().await {
             let batch = match &reshaper {
                 Some(r) => r.reshape(&batch?, &mut summary)?,
                 None => {
-                    let batch = batch?;
+                    let batch =
+                        RecordBatch::try_new(Arc::clone(&schema), batch?.columns().to_vec())?;
                     count_embed_failures(&batch, &mut summary);
                     batch
                 }
@@ -662,6 +796,12 @@ pub async fn run(job: Job) -> Result<Summary> {
             summary.failures(),
             total as f64 / secs.max(1e-3)
         );
+        if summary.resumed > 0 {
+            eprintln!(
+                "  {} more from the previous run (--resume)",
+                summary.resumed
+            );
+        }
         for (reason, n) in &summary.failed {
             eprintln!("  {n} × {reason}");
         }

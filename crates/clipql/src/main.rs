@@ -5,6 +5,7 @@
 
 mod batch;
 mod output;
+mod resume;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -254,6 +255,11 @@ struct BatchArgs {
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Skip images an earlier run over the same --output finished (same path, size and
+    /// modification time), whether that run completed or was interrupted.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +336,7 @@ async fn run_batch(
         batch_size: batch.batch_size,
         threads: batch.threads,
         quiet: batch.quiet,
+        resume: batch.resume,
     };
     let summary = batch::run(job).await?;
     Ok(if summary.failures() > 0 {

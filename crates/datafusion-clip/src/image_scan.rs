@@ -53,6 +53,17 @@ pub struct ImageFile {
     pub partition_values: Vec<Option<String>>,
 }
 
+impl ImageFile {
+    /// Which version of which file this is.
+    pub fn key(&self) -> crate::FileKey {
+        crate::FileKey {
+            path: self.url.clone(),
+            size: self.size,
+            modified: self.modified,
+        }
+    }
+}
+
 /// Scans a listed set of image files.
 #[derive(Debug)]
 pub struct ImageScanExec {

@@ -16,7 +16,7 @@
 //! `extra_extensions` adds more. A file is never split, and a query that does
 //! not select `image` never reads file contents.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -68,6 +68,19 @@ pub struct ImageTable {
     partition_cols: Vec<String>,
     extra_extensions: Vec<String>,
     schema: SchemaRef,
+    skip: Arc<HashSet<FileKey>>,
+}
+
+/// One version of one image file, as `path`, `size` and `modified` show it:
+/// a file rewritten in place gets a new key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// The full URL (`path`).
+    pub path: String,
+    /// Bytes (`size`).
+    pub size: u64,
+    /// Last modification, microseconds since the epoch (`modified`).
+    pub modified: i64,
 }
 
 /// Parses a location, treating an existing local folder as a folder even
@@ -115,7 +128,25 @@ impl ImageTable {
             schema: image_schema(&partition_cols),
             partition_cols,
             extra_extensions,
+            skip: Arc::default(),
         })
+    }
+
+    /// Leaves these file versions out of every scan, before their bytes are
+    /// read (`clipql classify --resume` skips what an earlier run did).
+    pub fn with_skip(mut self, skip: HashSet<FileKey>) -> Self {
+        self.skip = Arc::new(skip);
+        self
+    }
+
+    /// Lists the files a scan would read now (skipped ones included).
+    pub async fn file_keys(&self, state: &dyn Session) -> Result<Vec<FileKey>> {
+        Ok(self
+            .list_all(state)
+            .await?
+            .into_iter()
+            .map(|f| f.key())
+            .collect())
     }
 
     fn accepts(&self, name: &str, session_extra: &[String]) -> bool {
@@ -151,7 +182,16 @@ impl ImageTable {
             .collect()
     }
 
+    /// The files to scan: the listing less the skipped ones.
     async fn list(&self, state: &dyn Session) -> Result<Vec<ImageFile>> {
+        let mut files = self.list_all(state).await?;
+        if !self.skip.is_empty() {
+            files.retain(|f| !self.skip.contains(&f.key()));
+        }
+        Ok(files)
+    }
+
+    async fn list_all(&self, state: &dyn Session) -> Result<Vec<ImageFile>> {
         let session_extra = ClipOptions::from_config(state.config_options()).extra_extensions;
         let mut files = Vec::new();
         for url in &self.locations {

@@ -63,7 +63,8 @@ pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
 pub use image_scan::{ImageFile, ImageScanExec};
 pub use image_table::{
-    IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema, parse_location,
+    FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,
+    parse_location,
 };
 pub use object_stores::{ClipObjectStoreRegistry, runtime_env};
 pub use options::{ClipOptions, OnError};

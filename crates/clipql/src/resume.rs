@@ -1,0 +1,264 @@
+//! `--resume`: a re-run costs only the images the last run did not finish.
+//!
+//! The output is written under a temporary name and renamed only when
+//! complete, and a half-written Parquet file has no footer, so an interrupted
+//! run leaves nothing readable there. Each run therefore also appends every
+//! output batch to a **journal** beside the output,
+//! `.NAME.PID.journal` (an Arrow IPC stream, flushed per batch: a crash
+//! loses at most the batch in flight). A successful run deletes the journals.
+//!
+//! `--resume` reads back the rows of the previous complete output (Parquet)
+//! and of any journals, keys the successful ones by `path`, `size` and
+//! `modified` (a rewritten file gets a new key), and:
+//! - leaves those files out of the scan before their bytes are read
+//!   ([`datafusion_clip::ImageTable::with_skip`]);
+//! - copies their rows into the new output (once each, and only for files
+//!   that are still there), then appends the new rows.
+//!
+//! Failed rows are retried. Previous results made with other settings
+//! (labels, template, top-k, model, dtype, task) are refused, not mixed in:
+//! each output records its settings in the schema metadata.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion_clip::FileKey;
+
+/// The schema metadata key holding a job's settings.
+pub const SETTINGS_KEY: &str = "clipql.settings";
+
+/// The journal a run writes beside `target`.
+fn journal_path(target: &Path) -> PathBuf {
+    target.with_file_name(format!(
+        ".{}.{}.journal",
+        file_name(target),
+        std::process::id()
+    ))
+}
+
+fn file_name(target: &Path) -> String {
+    target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Every journal of `target`, from any run.
+fn journals(target: &Path) -> Vec<PathBuf> {
+    let prefix = format!(".{}.", file_name(target));
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(".journal"))
+        .map(|n| dir.join(n))
+        .collect();
+    found.sort();
+    found
+}
+
+/// This run's journal.
+pub struct Journal {
+    writer: StreamWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Starts this run's journal for `target`.
+    pub fn create(target: &Path, schema: &SchemaRef) -> Result<Self> {
+        let path = journal_path(target);
+        let file = File::create(&path).map_err(|e| {
+            DataFusionError::IoError(e).context(format!("creating {}", path.display()))
+        })?;
+        let writer = StreamWriter::try_new(BufWriter::new(file), schema)?;
+        Ok(Self { writer, path })
+    }
+
+    /// Appends a batch and flushes it to the OS.
+    pub fn append(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// After a complete output: removes every journal of `target`.
+    pub fn remove_all(self, target: &Path) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.path);
+        for old in journals(target) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
+
+/// What an earlier run finished, read from its output and journals.
+pub struct Previous {
+    sources: Vec<PathBuf>,
+    /// Successful rows' keys.
+    pub done: HashSet<FileKey>,
+}
+
+impl Previous {
+    /// Reads the keys of `target` and its journals, checking they were made
+    /// with `settings`.
+    pub fn load(target: &Path, settings: &str) -> Result<Self> {
+        let mut sources = Vec::new();
+        if target.exists() {
+            let is_parquet = target
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+            if !is_parquet {
+                return Err(DataFusionError::Plan(format!(
+                    "--resume: {} is complete, and only Parquet outputs can be read back \
+                     (CSV and JSON Lines cannot carry the scores back). Use a .parquet \
+                     --output, or drop --resume to start over",
+                    target.display()
+                )));
+            }
+            sources.push(target.to_path_buf());
+        }
+        sources.extend(journals(target));
+        let mut done = HashSet::new();
+        for source in &sources {
+            for_each_batch(source, settings, &mut |batch| {
+                for (row, key) in keys(&batch)? {
+                    if succeeded(&batch, row) {
+                        done.insert(key);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Self { sources, done })
+    }
+
+    /// Streams the previous rows of the files in `keep` to `write`, each
+    /// file once.
+    pub fn copy(
+        &self,
+        settings: &str,
+        keep: &HashSet<FileKey>,
+        schema: &SchemaRef,
+        write: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<u64> {
+        let mut written = HashSet::new();
+        let mut count = 0;
+        for source in &self.sources {
+            for_each_batch(source, settings, &mut |batch| {
+                let mut mask = vec![false; batch.num_rows()];
+                for (row, key) in keys(&batch)? {
+                    if succeeded(&batch, row) && keep.contains(&key) && !written.contains(&key) {
+                        mask[row] = true;
+                        written.insert(key);
+                    }
+                }
+                let batch = filter_record_batch(&batch, &BooleanArray::from(mask))?;
+                if batch.num_rows() > 0 {
+                    count += batch.num_rows() as u64;
+                    write(RecordBatch::try_new(
+                        Arc::clone(schema),
+                        batch.columns().to_vec(),
+                    )?)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(count)
+    }
+}
+
+/// Reads a Parquet output or a journal batch by batch. A journal's torn
+/// last batch (a crash mid-write) ends it; nothing before it is lost.
+fn for_each_batch(
+    path: &Path,
+    settings: &str,
+    f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let context = |e: DataFusionError| e.context(format!("--resume: reading {}", path.display()));
+    let file = File::open(path).map_err(|e| context(DataFusionError::IoError(e)))?;
+    let check = |schema: &SchemaRef| match schema.metadata().get(SETTINGS_KEY) {
+        Some(s) if s == settings => Ok(()),
+        _ => Err(DataFusionError::Plan(format!(
+            "--resume: {} was made with other settings (labels, template, top-k, model, \
+             dtype or command) or not by clipql; use another --output, or drop --resume \
+             to start over",
+            path.display()
+        ))),
+    };
+    if path.extension().is_some_and(|e| e == "journal") {
+        let Ok(reader) = StreamReader::try_new(BufReader::new(file), None) else {
+            // Torn before its schema: it holds no rows.
+            return Ok(());
+        };
+        check(&reader.schema())?;
+        for batch in reader {
+            match batch {
+                Ok(b) => f(b)?,
+                Err(_) => break,
+            }
+        }
+    } else {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| context(DataFusionError::ParquetError(Box::new(e))))?;
+        check(builder.schema())?;
+        for batch in builder.build()? {
+            f(batch?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `(row, key)` for each row with a full key.
+fn keys(batch: &RecordBatch) -> Result<Vec<(usize, FileKey)>> {
+    let column = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| {
+            DataFusionError::Plan(format!("--resume: previous results lack a {name} column"))
+        })
+    };
+    let mistyped =
+        |name: &str| DataFusionError::Plan(format!("--resume: previous {name} has another type"));
+    let paths = column("path")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| mistyped("path"))?;
+    let sizes = column("size")?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| mistyped("size"))?;
+    let modified = column("modified")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| mistyped("modified"))?;
+    Ok((0..batch.num_rows())
+        .filter(|&r| !paths.is_null(r) && !sizes.is_null(r) && !modified.is_null(r))
+        .map(|r| {
+            (
+                r,
+                FileKey {
+                    path: paths.value(r).to_string(),
+                    size: sizes.value(r),
+                    modified: modified.value(r),
+                },
+            )
+        })
+        .collect())
+}
+
+fn succeeded(batch: &RecordBatch, row: usize) -> bool {
+    batch
+        .column_by_name("error")
+        .is_some_and(|e| e.is_null(row))
+}

@@ -30,7 +30,13 @@ fn clipql_command() -> Command {
             "HF_HOME",
             std::env::temp_dir().join("clipql-tests-empty-hf-home"),
         )
-        .env("HF_ENDPOINT", DEAD_ENDPOINT);
+        .env("HF_ENDPOINT", DEAD_ENDPOINT)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws/credentials",
+        )
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
+        .env_remove("AWS_PROFILE");
     cmd
 }
 
@@ -791,6 +797,62 @@ fn wrong_s3_credentials_fail_clearly_without_leaking_them() {
         !err.contains(wrong) && !stdout(&o).contains(wrong),
         "secret leaked: {err}"
     );
+}
+
+#[test]
+fn s3_credentials_region_and_endpoint_from_an_aws_profile() {
+    let server = s3_server();
+    let aws = tempfile::tempdir().unwrap();
+    let credentials = aws.path().join("credentials");
+    let config = aws.path().join("config");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\
+             [clipql-test]\naws_access_key_id = {S3_KEY}\naws_secret_access_key = {S3_SECRET}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[profile clipql-test]\nregion = us-east-1\nendpoint_url = {}\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    let run = |profile: &str| {
+        let mut cmd = clipql_command();
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_PROFILE", profile)
+            .env("AWS_ALLOW_HTTP", "true")
+            .args([
+                "sql",
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS n FROM read_images('s3://photos-bucket/photos/')",
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run("clipql-test");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "n\n14\n");
+    let o = run("absent");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("AWS_PROFILE is absent, but neither"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(S3_SECRET), "secret leaked");
 }
 
 /// Parquet sources: a Binary column (read back as BinaryView), an HF-datasets

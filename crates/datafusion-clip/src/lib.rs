@@ -31,6 +31,7 @@
 //! `exec_err!` for failures while running. Per-image problems are not errors
 //! unless `clip.on_error = 'fail'`.
 
+mod aws_profile;
 mod clip_classify;
 mod clip_classify_embedding;
 mod clip_image_embedding;

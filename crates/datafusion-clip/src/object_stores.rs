@@ -10,7 +10,9 @@
 //! 1. the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //!    `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
 //!    ...);
-//! 2. otherwise `object_store`'s credential chain (web identity, ECS task
+//! 2. the AWS shared config files (`~/.aws/credentials` and `~/.aws/config`,
+//!    profile `AWS_PROFILE`): static keys, `region`, `endpoint_url`;
+//! 3. otherwise `object_store`'s credential chain (web identity, ECS task
 //!    role, EC2 instance metadata).
 //!
 //! `CREATE EXTERNAL TABLE ... OPTIONS ('aws.access_key_id' '...', ...)`
@@ -92,6 +94,11 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         return plan_err!("{url} has no bucket; write s3://bucket/prefix/");
     };
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let env = |k: &str| std::env::var(k).ok();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    for (key, value) in crate::aws_profile::profile_settings(&env, home)? {
+        builder = builder.with_config(key, value);
+    }
     let mut retry = RetryConfig::default();
     for (key, value) in options {
         match key.as_str() {

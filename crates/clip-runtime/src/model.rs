@@ -635,12 +635,7 @@ fn measure_logit_scale(
     preprocess: &PreprocessConfig,
     tokenizer: &TextTokenizer,
 ) -> Result<f32> {
-    let candidates = [
-        options.dtype,
-        Dtype::Fp32,
-        Dtype::Quantized,
-        Dtype::Fp16,
-    ];
+    let candidates = [options.dtype, Dtype::Fp32, Dtype::Quantized, Dtype::Fp16];
     let path = candidates
         .iter()
         .map(|d| dir.join(d.file("model")))

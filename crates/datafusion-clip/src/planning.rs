@@ -48,7 +48,12 @@ impl PlanningContext {
         match &self.dim {
             Some(Ok(d)) => Ok(*d),
             Some(Err(e)) => plan_err!("{function}: cannot read clip.model: {e}"),
-            None => plan_err!("{function}: clip.model is not set"),
+            // Only a UDF that never saw a session config (not registered
+            // through register_all) has no snapshot.
+            None => plan_err!(
+                "{function}: the model's embedding dimension is unknown; register the \
+                 functions with datafusion_clip::register_all(ctx), which reads clip.*"
+            ),
         }
     }
 

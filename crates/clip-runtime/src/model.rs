@@ -273,19 +273,13 @@ impl ClipModel {
             });
         }
         let text = Tower::load(&text_path, threads)?;
-        let input_ids = text
-            .int_input(&["input_ids"], true)?
-            .ok_or_else(|| ClipError::Graph {
-                path: text_path.clone(),
-                message: "expected an input named input_ids".into(),
-            })?;
-        let attention_mask = text.int_input(&["attention_mask"], false)?;
+        let TextInputs {
+            input_ids,
+            attention_mask,
+            static_len: text_len,
+        } = TextInputs::of(&text, &text_path)?;
         text.only_inputs(&["input_ids", "attention_mask"])?;
         let text_embeds = text.float_output("text_embeds")?;
-        let text_len = match input_ids.shape.as_slice() {
-            [_, n] if *n > 0 => Some(*n as usize),
-            _ => None,
-        };
         for (port, path) in [(&image_embeds, &vision_path), (&text_embeds, &text_path)] {
             if let Some(&d) = port.shape.last()
                 && d > 0
@@ -627,6 +621,34 @@ impl ClipModel {
     }
 }
 
+/// The text inputs of a graph (the text tower, or the combined graph).
+struct TextInputs {
+    input_ids: Port<Int>,
+    attention_mask: Option<Port<Int>>,
+    /// The sequence length, if the graph fixes it.
+    static_len: Option<usize>,
+}
+
+impl TextInputs {
+    fn of(tower: &Tower, path: &Path) -> Result<Self> {
+        let input_ids = tower
+            .int_input(&["input_ids"], true)?
+            .ok_or_else(|| ClipError::Graph {
+                path: path.to_path_buf(),
+                message: "expected an input named input_ids".into(),
+            })?;
+        let static_len = match input_ids.shape.as_slice() {
+            [_, n] if *n > 0 => Some(*n as usize),
+            _ => None,
+        };
+        Ok(Self {
+            attention_mask: tower.int_input(&["attention_mask"], false)?,
+            input_ids,
+            static_len,
+        })
+    }
+}
+
 /// Runs the combined graph (`onnx/model*.onnx`) on a probe and returns
 /// `logits_per_image / cosine`: the trained `logit_scale`.
 fn measure_logit_scale(
@@ -653,13 +675,11 @@ fn measure_logit_scale(
         },
     )?;
     let pixels_port = tower.float_input(&["pixel_values"])?;
-    let ids_port = tower
-        .int_input(&["input_ids"], true)?
-        .ok_or_else(|| ClipError::Graph {
-            path: path.clone(),
-            message: "expected an input named input_ids".into(),
-        })?;
-    let mask_port = tower.int_input(&["attention_mask"], false)?;
+    let TextInputs {
+        input_ids: ids_port,
+        attention_mask: mask_port,
+        static_len: fixed,
+    } = TextInputs::of(&tower, &path)?;
     let logits_port = tower.float_output("logits_per_image")?;
     let image_port = tower.float_output("image_embeds")?;
     let text_port = tower.float_output("text_embeds")?;
@@ -675,10 +695,6 @@ fn measure_logit_scale(
         "a diagram of a circuit",
         "the number seven",
     ];
-    let fixed = match ids_port.shape.as_slice() {
-        [_, n] if *n > 0 => Some(*n as usize),
-        _ => None,
-    };
     let batch = tokenizer.encode_batch(&texts, fixed)?;
     let shape = vec![batch.rows as i64, batch.len as i64];
     let mut inputs = vec![

@@ -448,6 +448,68 @@ fn classify_keeps_every_row_and_reports_failures_with_exit_3() {
 }
 
 #[test]
+fn verbose_prints_where_the_time_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    // tests/fixtures/table/ holds 2 good images and 3 broken ones.
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/table/",
+        "--labels",
+        "cat",
+        "horse",
+        "dog",
+        "--template",
+        "a photo of a {}",
+        "--batch-size",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--verbose",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = |prefix: &str| {
+        err.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {err}"))
+            .to_string()
+    };
+    assert!(line("run: ").contains(" 5 rows in "), "{err}");
+    assert!(
+        line("decode + preprocess: ").starts_with("decode + preprocess: 2 images, 3 failed,"),
+        "{err}"
+    );
+    assert!(
+        line("vision tower: ").starts_with("vision tower: 2 batches, 2 images,"),
+        "{err}"
+    );
+    assert!(
+        line("text tower: ").starts_with("text tower: 1 runs, 3 texts,"),
+        "{err}"
+    );
+    assert!(
+        line("caches: ").starts_with("caches: 0 image hits,"),
+        "{err}"
+    );
+
+    // Without --verbose, and with --quiet: nothing on stderr.
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/photos/",
+        "--labels",
+        "cat",
+        "dog",
+        "--output",
+        dir.path().join("quiet.jsonl").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
 fn classify_on_error_fail_writes_nothing_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");

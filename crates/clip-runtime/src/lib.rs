@@ -30,6 +30,7 @@ mod decode;
 mod error;
 pub mod hub;
 mod jpeg;
+mod metrics;
 mod model;
 pub mod onnxruntime;
 mod options;
@@ -40,9 +41,9 @@ mod tower;
 
 pub use decode::{DecodeLimits, decode_rgb};
 pub use error::{ClipError, ImageError, Result};
+pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
-    ClipModel, Embedding, ModelConfig, ModelStats, TEXT_CACHE_CAPACITY, available_dtypes,
-    load_shared,
+    ClipModel, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes, load_shared,
 };
 pub use options::{Dtype, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};

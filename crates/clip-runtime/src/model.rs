@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
 use crate::decode::{DecodeLimits, decode_rgb};
 use crate::error::{ClipError, ImageError, Result};
+use crate::metrics::{Event, InferenceMetrics, ModelStats, timed};
 use crate::options::{Dtype, ModelOptions};
 use crate::preprocess::PreprocessConfig;
 use crate::score::l2_normalize;
@@ -88,28 +88,6 @@ struct Pixels {
     width: usize,
 }
 
-/// Counters for tests and diagnostics.
-#[derive(Debug, Default)]
-struct Counters {
-    vision_runs: AtomicU64,
-    images_embedded: AtomicU64,
-    text_runs: AtomicU64,
-    texts_embedded: AtomicU64,
-}
-
-/// A snapshot of a model's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelStats {
-    /// Vision-tower runs (one per batch).
-    pub vision_runs: u64,
-    /// Images successfully embedded.
-    pub images_embedded: u64,
-    /// Text-tower runs.
-    pub text_runs: u64,
-    /// Distinct texts embedded (cache misses).
-    pub texts_embedded: u64,
-}
-
 /// A CLIP model loaded from a directory in the HF / Transformers.js ONNX layout.
 pub struct ClipModel {
     dir: PathBuf,
@@ -136,7 +114,7 @@ pub struct ClipModel {
     image_hashers: (RandomState, RandomState),
     /// Measured at load, before the towers (see [`ClipModel::logit_scale`]).
     logit_scale: std::result::Result<f32, String>,
-    counters: Counters,
+    counters: InferenceMetrics,
 }
 
 /// Identifies encoded image bytes (with the limits they were decoded under)
@@ -313,7 +291,7 @@ impl ClipModel {
             image_cache: Mutex::new(HashMap::new()),
             image_hashers: (RandomState::new(), RandomState::new()),
             logit_scale,
-            counters: Counters::default(),
+            counters: InferenceMetrics::default(),
         })
     }
 
@@ -347,15 +325,10 @@ impl ClipModel {
         &self.tokenizer
     }
 
-    /// Counters since load.
+    /// Counters since load. For the work of one query or job alone, run it
+    /// inside [`crate::InferenceMetrics::scope`].
     pub fn stats(&self) -> ModelStats {
-        let c = &self.counters;
-        ModelStats {
-            vision_runs: c.vision_runs.load(Ordering::Relaxed),
-            images_embedded: c.images_embedded.load(Ordering::Relaxed),
-            text_runs: c.text_runs.load(Ordering::Relaxed),
-            texts_embedded: c.texts_embedded.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Decodes and preprocesses one image into CHW `f32` (`pixel_values`).
@@ -372,15 +345,23 @@ impl ClipModel {
         bytes: &[u8],
         limits: &DecodeLimits,
     ) -> std::result::Result<Pixels, ImageError> {
-        let rgb = decode_rgb(bytes, limits)?;
-        let (height, width) = self.preprocess.output_size(rgb.width(), rgb.height());
-        let mut data = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
-        self.preprocess.apply(&rgb, &mut data)?;
-        Ok(Pixels {
-            data,
-            height: height as usize,
-            width: width as usize,
-        })
+        let (pixels, took) = timed(|| {
+            let rgb = decode_rgb(bytes, limits)?;
+            let (height, width) = self.preprocess.output_size(rgb.width(), rgb.height());
+            let mut data = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
+            self.preprocess.apply(&rgb, &mut data)?;
+            Ok(Pixels {
+                data,
+                height: height as usize,
+                width: width as usize,
+            })
+        });
+        Event::Decoded {
+            ok: pixels.is_ok(),
+            took,
+        }
+        .record(&self.counters);
+        pixels
     }
 
     /// Embeds encoded images, `batch_size` at a time through the vision tower.
@@ -404,6 +385,10 @@ impl ClipModel {
         let todo: Vec<usize> = (0..images.len())
             .filter(|&i| results[i].is_none() && *first_of.entry(keys[i]).or_insert(i) == i)
             .collect();
+        let hits = images.len() - todo.len();
+        if hits > 0 {
+            Event::ImageCacheHits(hits as u64).record(&self.counters);
+        }
         for chunk in todo.chunks(batch_size.max(1)) {
             let pixels: Vec<_> = chunk
                 .iter()
@@ -488,17 +473,20 @@ impl ClipModel {
             vec![n as i64, 3, h as i64, w as i64],
             data,
         )?;
-        let mut out = self.vision.run(
-            vec![(self.pixel_values.name.clone(), input)],
-            &[&self.image_embeds],
-            "running the vision tower",
-        )?;
-        let (shape, data) = out.remove(0);
+        let (out, took) = timed(|| {
+            self.vision.run(
+                vec![(self.pixel_values.name.clone(), input)],
+                &[&self.image_embeds],
+                "running the vision tower",
+            )
+        });
+        let (shape, data) = out?.remove(0);
         let embeddings = self.split_rows(&self.vision, &shape, data, n)?;
-        self.counters.vision_runs.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .images_embedded
-            .fetch_add(n as u64, Ordering::Relaxed);
+        Event::Vision {
+            images: n as u64,
+            took,
+        }
+        .record(&self.counters);
         Ok(embeddings)
     }
 
@@ -543,6 +531,7 @@ impl ClipModel {
             }
         };
         lookup(&mut found);
+        let mut computed = 0;
         if found.len() < texts.len() {
             let _fill = self.text_fill.lock().unwrap_or_else(|p| p.into_inner());
             // Another caller may have filled some while we waited.
@@ -555,6 +544,7 @@ impl ClipModel {
                 .collect();
             for chunk in missing.chunks(TEXT_BATCH) {
                 let embeddings = self.run_text(chunk)?;
+                computed += chunk.len();
                 let mut cache = self.cache();
                 if cache.len() + chunk.len() > TEXT_CACHE_CAPACITY {
                     cache.clear();
@@ -564,6 +554,9 @@ impl ClipModel {
                     found.insert(t, e);
                 }
             }
+        }
+        if found.len() > computed {
+            Event::TextCacheHits((found.len() - computed) as u64).record(&self.counters);
         }
         texts
             .iter()
@@ -581,6 +574,17 @@ impl ClipModel {
     }
 
     fn run_text(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let (embeddings, took) = timed(|| self.run_text_untimed(texts));
+        let embeddings = embeddings?;
+        Event::Text {
+            texts: texts.len() as u64,
+            took,
+        }
+        .record(&self.counters);
+        Ok(embeddings)
+    }
+
+    fn run_text_untimed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
         let batch = self.tokenizer.encode_batch(texts, self.text_len)?;
         let shape = vec![batch.rows as i64, batch.len as i64];
         let mut inputs = vec![(
@@ -594,12 +598,7 @@ impl ClipModel {
             .text
             .run(inputs, &[&self.text_embeds], "running the text tower")?;
         let (shape, data) = out.remove(0);
-        let embeddings = self.split_rows(&self.text, &shape, data, texts.len())?;
-        self.counters.text_runs.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .texts_embedded
-            .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        Ok(embeddings)
+        self.split_rows(&self.text, &shape, data, texts.len())
     }
 
     /// The model's trained `logit_scale` (already exponentiated, e.g. 100).

@@ -83,6 +83,9 @@ pub struct Job {
     pub quiet: bool,
     /// Skip the images an earlier run over the same output finished.
     pub resume: bool,
+    /// Print where the time went (the model's work, as `EXPLAIN ANALYZE`
+    /// reports it) at the end.
+    pub verbose: bool,
 }
 
 /// How a finished job went.
@@ -692,6 +695,7 @@ pub async fn run(job: Job) -> Result<Summary> {
             "no SOURCE: give folders, globs or image files".into(),
         ));
     }
+    let started = Instant::now();
     let (sql, mut reshaper, embedding_column) = plan_task(&job.task)?;
 
     let mut config = datafusion_clip::session_config();
@@ -750,7 +754,9 @@ pub async fn run(job: Job) -> Result<Summary> {
     };
     let mut output = Output::create(job.output.as_deref(), &schema)?;
     let mut summary = Summary::default();
-    let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    let planned = started.elapsed();
+    let mut first_row = None;
+    let mut stream = execute_stream(Arc::clone(&plan), ctx.task_ctx())?;
     let result: Result<()> = async {
         if let Some(previous) = &previous {
             summary.resumed = previous.copy(&settings, &sources.resumed, &schema, &mut |b| {
@@ -768,6 +774,9 @@ pub async fn run(job: Job) -> Result<Summary> {
                 }
             };
             progress.update(batch.num_rows());
+            if first_row.is_none() && batch.num_rows() > 0 {
+                first_row = Some(started.elapsed());
+            }
             output.write(batch)?;
         }
         Ok(())
@@ -806,5 +815,57 @@ pub async fn run(job: Job) -> Result<Summary> {
             eprintln!("  {n} × {reason}");
         }
     }
+    if job.verbose {
+        let work = datafusion_clip::ClipMetricsExec::total(plan.as_ref());
+        eprint!(
+            "{}",
+            breakdown(
+                &work,
+                planned,
+                first_row,
+                started.elapsed(),
+                progress.done as u64
+            )
+        );
+    }
     Ok(summary)
+}
+
+/// `--verbose`: where the time went.
+fn breakdown(
+    work: &clip_runtime::ModelStats,
+    planned: std::time::Duration,
+    first_row: Option<std::time::Duration>,
+    elapsed: std::time::Duration,
+    rows: u64,
+) -> String {
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let per = |d: std::time::Duration, n: u64| secs(d) * 1e3 / n.max(1) as f64;
+    let first = first_row.map_or("no rows".to_string(), |d| {
+        format!("first row after {:.2}s", secs(d))
+    });
+    format!(
+        "run: planned in {:.2}s, {first} (model load included), {rows} rows in {:.2}s \
+         ({:.1} rows/s)\n\
+         decode + preprocess: {} images, {} failed, {:.2}s ({:.1} ms/image, summed over threads)\n\
+         vision tower: {} batches, {} images, {:.2}s ({:.1} ms/image)\n\
+         text tower: {} runs, {} texts, {:.2}s\n\
+         caches: {} image hits, {} text hits\n",
+        secs(planned),
+        secs(elapsed),
+        rows as f64 / secs(elapsed).max(1e-3),
+        work.images_decoded,
+        work.decode_errors,
+        secs(work.decode_time),
+        per(work.decode_time, work.images_decoded + work.decode_errors),
+        work.vision_runs,
+        work.images_embedded,
+        secs(work.vision_time),
+        per(work.vision_time, work.images_embedded),
+        work.text_runs,
+        work.texts_embedded,
+        secs(work.text_time),
+        work.image_cache_hits,
+        work.text_cache_hits,
+    )
 }

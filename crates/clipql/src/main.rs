@@ -256,6 +256,11 @@ struct BatchArgs {
     #[arg(long, short)]
     quiet: bool,
 
+    /// At the end, print where the time went: images decoded, decode and inference time,
+    /// batches, text-tower runs, cache hits (what EXPLAIN ANALYZE shows for SQL).
+    #[arg(long, short)]
+    verbose: bool,
+
     /// Skip images an earlier run over the same --output finished (same path, size and
     /// modification time), whether that run completed or was interrupted.
     #[arg(long)]
@@ -337,6 +342,7 @@ async fn run_batch(
         threads: batch.threads,
         quiet: batch.quiet,
         resume: batch.resume,
+        verbose: batch.verbose,
     };
     let summary = batch::run(job).await?;
     Ok(if summary.failures() > 0 {

@@ -25,7 +25,11 @@
 //!   `clip_classify_embedding`, `clip_scores_embedding` and `clip_image_error`;
 //! - the `IMAGE` table format (`CREATE EXTERNAL TABLE ... STORED AS IMAGE`)
 //!   and the `read_images` table function;
-//! - the `clip.*` options ([`ClipOptions`]).
+//! - the `clip.*` options ([`ClipOptions`]);
+//! - [`ClipMetricsRule`], which makes `EXPLAIN ANALYZE` show the model's work
+//!   (images decoded, decode and inference time, batches, text-tower runs,
+//!   cache hits) on a [`ClipMetricsExec`] above each node that calls a
+//!   `clip_*` function.
 //!
 //! Errors are DataFusion's own: `plan_err!` for misuse found at planning time,
 //! `exec_err!` for failures while running. Per-image problems are not errors
@@ -43,6 +47,7 @@ mod common;
 pub use common::{scores_array, scores_type};
 mod image_scan;
 mod image_table;
+mod metrics_exec;
 pub mod object_stores;
 mod options;
 mod planning;
@@ -51,8 +56,10 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::SessionConfig;
 
 pub use clip_classify::ClipClassify;
@@ -67,6 +74,7 @@ pub use image_table::{
     FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,
     parse_location,
 };
+pub use metrics_exec::{ClipMetricsExec, ClipMetricsRule};
 pub use object_stores::{ClipObjectStoreRegistry, runtime_env};
 pub use options::{ClipOptions, OnError};
 
@@ -110,6 +118,15 @@ pub fn register_all(ctx: &SessionContext) -> Result<()> {
     }
     for (name, factory) in image_table::factories() {
         state.table_factories_mut().insert(name, factory);
+    }
+    if !state
+        .physical_optimizers()
+        .iter()
+        .any(|r| r.name() == ClipMetricsRule.name())
+    {
+        *state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_physical_optimizer_rule(Arc::new(ClipMetricsRule))
+            .build();
     }
     let config = state.config().options().clone();
     for udf in all_functions() {

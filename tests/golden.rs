@@ -350,3 +350,54 @@ fn missing_files_name_the_file_and_the_fix() {
     );
     assert!(ClipModel::load(dir.path(), ModelOptions::default()).is_ok());
 }
+
+/// A JPEG of `photo` enlarged `factor` times (nearest neighbour), encoded by
+/// libjpeg at quality 90.
+fn enlarged_jpeg(photo_name: &str, factor: u32) -> (Vec<u8>, u32, u32) {
+    let small = decode_rgb(&photo(photo_name), &DecodeLimits::default()).unwrap();
+    let (w, h) = (small.width() * factor, small.height() * factor);
+    let big = image::RgbImage::from_fn(w, h, |x, y| *small.get_pixel(x / factor, y / factor));
+    let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    c.set_size(w as usize, h as usize);
+    c.set_quality(90.0);
+    let mut started = c.start_compress(Vec::new()).unwrap();
+    started.write_scanlines(big.as_raw()).unwrap();
+    (started.finish().unwrap(), w, h)
+}
+
+#[test]
+fn fast_jpeg_decodes_large_photos_small_and_embeds_them_nearly_alike() {
+    let model = ClipModel::load(&fixtures().join("model"), ModelOptions::default()).unwrap();
+    // 1804x1200: 1/4 scale (451x300) is the smallest that keeps >= 224.
+    let (big, w, h) = enlarged_jpeg("chelsea.jpg", 4);
+    assert_eq!((w, h), (1804, 1200));
+    let full = DecodeLimits::default();
+    let fast = DecodeLimits::default().with_fast_jpeg(true);
+    // decode_rgb knows no target size, so it always decodes in full.
+    assert_eq!(decode_rgb(&big, &fast).unwrap().dimensions(), (1804, 1200));
+
+    let embed = |limits: &DecodeLimits| {
+        model.embed_images(&[&big], 1, limits).unwrap()[0]
+            .clone()
+            .unwrap()
+    };
+    let (a, b) = (embed(&full), embed(&fast));
+    let cosine = dot(&a, &b);
+    // Not the same pixels (so the reduced decode really ran), nearly the same
+    // embedding.
+    assert!(
+        cosine < 1.0 - 1e-6,
+        "cosine {cosine}: fast_jpeg changed nothing"
+    );
+    assert!(cosine > 0.99, "cosine {cosine}");
+    assert!(model.stats().decode_time > std::time::Duration::ZERO);
+
+    // Small photos are decoded in full either way: identical embeddings.
+    let small = photo("chelsea.jpg");
+    let s_full = model.embed_images(&[&small], 1, &full).unwrap();
+    let s_fast = model.embed_images(&[&small], 1, &fast).unwrap();
+    assert_eq!(
+        s_full[0].as_ref().unwrap()[..],
+        s_fast[0].as_ref().unwrap()[..]
+    );
+}

@@ -29,6 +29,13 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Largest accepted encoded size in bytes. Defaults to 256 MiB.
     pub max_bytes: u64,
+    /// Decode a JPEG at a reduced size (libjpeg's DCT scaling by 1/2, 1/4 or
+    /// 1/8) when its shorter side stays at least as long as the model's
+    /// resize target: several times less decoding for large photos, with
+    /// embeddings that differ slightly from a full decode's (BENCHMARKS.md
+    /// measures by how much). Off by default: the default is transformers'
+    /// pixels. [`decode_rgb`] alone, which knows no target, ignores it.
+    pub fast_jpeg: bool,
 }
 
 impl Default for DecodeLimits {
@@ -36,6 +43,7 @@ impl Default for DecodeLimits {
         Self {
             max_pixels: 89_478_485,
             max_bytes: 256 * 1024 * 1024,
+            fast_jpeg: false,
         }
     }
 }
@@ -52,6 +60,12 @@ impl DecodeLimits {
         self.max_bytes = max_bytes;
         self
     }
+
+    /// Sets [`DecodeLimits::fast_jpeg`].
+    pub fn with_fast_jpeg(mut self, fast_jpeg: bool) -> Self {
+        self.fast_jpeg = fast_jpeg;
+        self
+    }
 }
 
 fn format_name(format: Option<ImageFormat>) -> String {
@@ -61,8 +75,18 @@ fn format_name(format: Option<ImageFormat>) -> String {
     )
 }
 
-/// Decodes an encoded image into upright 8-bit RGB.
+/// Decodes an encoded image into upright 8-bit RGB, at full size.
 pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
+    decode_rgb_at_least(bytes, limits, None)
+}
+
+/// [`decode_rgb`], but with [`DecodeLimits::fast_jpeg`] a JPEG may come out
+/// smaller, its shorter side no shorter than `min_side`.
+pub(crate) fn decode_rgb_at_least(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_side: Option<u32>,
+) -> Result<RgbImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -94,7 +118,8 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Image
         )));
     }
     if format == ImageFormat::Jpeg {
-        let (mut image, orientation) = crate::jpeg::decode_jpeg(bytes, limits)?;
+        let min_side = min_side.filter(|_| limits.fast_jpeg);
+        let (mut image, orientation) = crate::jpeg::decode_jpeg(bytes, limits, min_side)?;
         if orientation != image::metadata::Orientation::NoTransforms {
             let mut dynamic = DynamicImage::ImageRgb8(image);
             dynamic.apply_orientation(orientation);

@@ -63,12 +63,29 @@ fn decode_error(message: impl Into<String>) -> ImageError {
     }
 }
 
+/// The DCT scale (numerator over 8) that decodes a `width` x `height` JPEG
+/// smallest while its shorter side stays at least `min_side`: 1/8, 1/4 or
+/// 1/2, or 8/8 (full size) when even 1/2 would be too small.
+pub(crate) fn dct_scale(width: usize, height: usize, min_side: u32) -> u8 {
+    let short = width.min(height);
+    [1u8, 2, 4]
+        .into_iter()
+        .find(|&num| (short * num as usize).div_ceil(8) >= min_side as usize)
+        .unwrap_or(8)
+}
+
 /// Decodes a JPEG into upright RGB: (pixels, EXIF orientation to apply).
+///
+/// With `min_side`, libjpeg decodes at a reduced size (its DCT scaling, see
+/// [`dct_scale`]) whose shorter side is still at least `min_side`: far less
+/// work for a large photo that is about to be shrunk anyway, at the price of
+/// pixels that differ slightly from a full decode followed by the resize.
 pub(crate) fn decode_jpeg(
     bytes: &[u8],
     limits: &DecodeLimits,
+    min_side: Option<u32>,
 ) -> Result<(RgbImage, Orientation), ImageError> {
-    match catch_unwind(AssertUnwindSafe(|| decode(bytes, limits))) {
+    match catch_unwind(AssertUnwindSafe(|| decode(bytes, limits, min_side))) {
         Ok(result) => result,
         Err(payload) => {
             let message = payload
@@ -83,14 +100,18 @@ pub(crate) fn decode_jpeg(
     }
 }
 
-fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(RgbImage, Orientation), ImageError> {
+fn decode(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_side: Option<u32>,
+) -> Result<(RgbImage, Orientation), ImageError> {
     let ran_out = Arc::new(AtomicBool::new(false));
     let reader = EndTracking {
         data: bytes,
         ran_out: Arc::clone(&ran_out),
     };
     let io = |e: std::io::Error| decode_error(e.to_string());
-    let decompress = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
+    let mut decompress = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
         .from_reader(reader)
         .map_err(io)?;
     let (width, height) = decompress.size();
@@ -122,23 +143,29 @@ fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(RgbImage, Orientation)
             _ => {}
         }
     }
-    let rgb = match decompress.image().map_err(io)? {
+    if let Some(min_side) = min_side {
+        decompress.scale(dct_scale(width, height, min_side));
+    }
+    let (rgb, (width, height)) = match decompress.image().map_err(io)? {
         Format::RGB(mut started) => {
+            let size = (started.width(), started.height());
             let data = started.read_scanlines::<u8>().map_err(io)?;
             started.finish().map_err(io)?;
-            data
+            (data, size)
         }
         Format::Gray(started) => {
             // Replicate gray into RGB as PIL's convert("RGB") does.
             let mut started = started;
+            let size = (started.width(), started.height());
             let gray = started.read_scanlines::<u8>().map_err(io)?;
             started.finish().map_err(io)?;
-            gray.iter().flat_map(|&g| [g, g, g]).collect()
+            (gray.iter().flat_map(|&g| [g, g, g]).collect(), size)
         }
         Format::CMYK(mut started) => {
+            let size = (started.width(), started.height());
             let cmyk = started.read_scanlines::<u8>().map_err(io)?;
             started.finish().map_err(io)?;
-            cmyk_to_rgb(&cmyk, adobe)
+            (cmyk_to_rgb(&cmyk, adobe), size)
         }
     };
     if ran_out.load(Ordering::Relaxed) {
@@ -190,9 +217,26 @@ mod tests {
     }
 
     #[test]
+    fn dct_scale_keeps_the_shorter_side_at_least_the_target() {
+        // A 4000x3000 phone photo for a 224 target: 1/8 gives 500x375.
+        assert_eq!(dct_scale(4000, 3000, 224), 1);
+        // 1/8 of 1600x1200 is 150 < 224; 1/4 is 300.
+        assert_eq!(dct_scale(1600, 1200, 224), 2);
+        // 1/2 of 800x448 is exactly 224.
+        assert_eq!(dct_scale(800, 448, 224), 4);
+        // Less than twice the target: full size.
+        assert_eq!(dct_scale(500, 375, 224), 8);
+        assert_eq!(dct_scale(300, 447, 224), 8);
+    }
+
+    #[test]
     fn garbage_after_the_magic_is_an_error_not_a_panic() {
-        let e =
-            decode_jpeg(&[0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3], &DecodeLimits::default()).unwrap_err();
+        let e = decode_jpeg(
+            &[0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3],
+            &DecodeLimits::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, ImageError::Decode { .. }), "{e}");
     }
 }

@@ -214,6 +214,16 @@ impl PreprocessConfig {
         })
     }
 
+    /// The shortest side a decoded image needs for the resize to shrink it
+    /// (never enlarge it): what reduced-size JPEG decoding must keep. `None`
+    /// without a resize.
+    pub fn min_decoded_side(&self) -> Option<u32> {
+        match self.resize? {
+            ResizeTarget::ShortestEdge(edge) => Some(edge),
+            ResizeTarget::Exact { height, width } => Some(height.max(width)),
+        }
+    }
+
     /// The output (height, width) for an input of this size.
     pub fn output_size(&self, width: u32, height: u32) -> (u64, u64) {
         if let Some((h, w)) = self.crop {

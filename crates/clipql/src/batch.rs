@@ -83,6 +83,8 @@ pub struct Job {
     pub quiet: bool,
     /// Skip the images an earlier run over the same output finished.
     pub resume: bool,
+    /// Decode large JPEGs at a reduced size (`clip.fast_jpeg`).
+    pub fast_jpeg: bool,
     /// Print where the time went (the model's work, as `EXPLAIN ANALYZE`
     /// reports it) at the end.
     pub verbose: bool,
@@ -680,12 +682,16 @@ fn job_settings(job: &Job) -> String {
         }),
         Task::Embed => serde_json::json!({ "command": "embed" }),
     };
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "task": task,
         "model": job.model.to_string_lossy(),
         "dtype": job.dtype.to_string(),
-    })
-    .to_string()
+    });
+    // Only when on, so that journals from before the option still match.
+    if job.fast_jpeg {
+        settings["fast_jpeg"] = true.into();
+    }
+    settings.to_string()
 }
 
 /// Runs the job. Returns how it went; an `Err` is fatal (no output written).
@@ -711,6 +717,9 @@ pub async fn run(job: Job) -> Result<Summary> {
     }
     if let Some(t) = job.threads {
         config = config.set_str("clip.intra_threads", &t.to_string());
+    }
+    if job.fast_jpeg {
+        config = config.set_str("clip.fast_jpeg", "true");
     }
     let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
     datafusion_clip::register_all(&ctx)?;
@@ -850,7 +859,8 @@ fn breakdown(
          decode + preprocess: {} images, {} failed, {:.2}s ({:.1} ms/image, summed over threads)\n\
          vision tower: {} batches, {} images, {:.2}s ({:.1} ms/image)\n\
          text tower: {} runs, {} texts, {:.2}s\n\
-         caches: {} image hits, {} text hits\n",
+         caches: {} image hits, {} text hits\n\
+         {}",
         secs(planned),
         secs(elapsed),
         rows as f64 / secs(elapsed).max(1e-3),
@@ -867,5 +877,16 @@ fn breakdown(
         secs(work.text_time),
         work.image_cache_hits,
         work.text_cache_hits,
+        peak_rss().map_or(String::new(), |kb| format!(
+            "peak RSS: {:.0} MB\n",
+            kb as f64 / 1024.0
+        )),
     )
+}
+
+/// This process's peak resident set (`VmHWM`, in KiB), where Linux says it.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

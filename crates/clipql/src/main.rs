@@ -252,6 +252,12 @@ struct BatchArgs {
     #[arg(long)]
     threads: Option<usize>,
 
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 size when that still covers the model's input
+    /// (clip.fast_jpeg): several times faster on phone photos; embeddings differ slightly
+    /// from a full decode (BENCHMARKS.md measures it).
+    #[arg(long)]
+    fast_jpeg: bool,
+
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
@@ -343,6 +349,7 @@ async fn run_batch(
         quiet: batch.quiet,
         resume: batch.resume,
         verbose: batch.verbose,
+        fast_jpeg: batch.fast_jpeg,
     };
     let summary = batch::run(job).await?;
     Ok(if summary.failures() > 0 {

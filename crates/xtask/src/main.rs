@@ -4,7 +4,11 @@
 //!   PyPI into `.clipql/onnxruntime/` (needs only python3 and pip);
 //! - `demo`: set up, then classify the fixture photos with the fixture model;
 //! - `test`: set up, then run every test and every example;
-//! - `lint`: rustfmt, clippy and rustdoc with warnings denied.
+//! - `lint`: rustfmt, clippy and rustdoc with warnings denied;
+//! - `bench`: everything `BENCHMARKS.md` reports, from nothing: a Python
+//!   environment from PyPI (`bench/requirements.txt`), the full-size random
+//!   ViT-B/32, a release build of `clipql`, the workloads and every
+//!   contender (`bench/compare.py`). Arguments after `--` go to compare.py.
 //!
 //! Only the standard library is used, so this builds in seconds on a fresh
 //! machine before anything else.
@@ -162,6 +166,73 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
+const BENCH_MODEL: &str = ".clipql/models/clip-vit-base-patch32-random";
+
+/// The Python that runs the benchmark: `CLIPQL_BENCH_PYTHON` if set (an
+/// environment that already has `bench/requirements.txt`), else
+/// `.clipql/bench-venv`, created and filled from PyPI on first use.
+fn bench_python() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("CLIPQL_BENCH_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = root().join(".clipql/bench-venv");
+    let python = venv.join("bin/python");
+    let requirements = root().join("bench/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
+    let stamp = venv.join("clipql-requirements.txt");
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&system).args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(&requirements))
+    .map_err(|e| {
+        format!(
+            "{e}\nxtask: the benchmark needs PyPI for {}",
+            requirements.display()
+        )
+    })?;
+    std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    Ok(python)
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    setup()?;
+    let python = bench_python()?;
+    let model = root().join(BENCH_MODEL);
+    if !model.join("torch/model.safetensors").is_file() {
+        eprintln!(
+            "xtask: generating the full-size random ViT-B/32 (a few minutes, ~4 GB of memory)"
+        );
+        run(Command::new(&python)
+            .arg(root().join("tests/fixtures/generate.py"))
+            .arg("--full")
+            .arg(&model))?;
+    }
+    // One release target dir for benchmarks: rebuilds are incremental.
+    run(cargo().args(["build", "--release", "--package", "clipql"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let mut command = "cargo xtask bench".to_string();
+    if !args.is_empty() {
+        command = format!("{command} -- {}", args.join(" "));
+    }
+    run(Command::new(&python)
+        .current_dir(root())
+        .arg(root().join("bench/compare.py"))
+        .arg("bench")
+        .arg("--clipql")
+        .arg(target.join("release/clipql"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--command")
+        .arg(command)
+        .args(args))
+}
+
 fn lint() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
@@ -179,12 +250,16 @@ fn lint() -> Result<(), String> {
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
+    let rest: Vec<String> = std::env::args().skip(2).skip_while(|a| a == "--").collect();
     let result = match task.as_str() {
         "setup" => setup(),
         "demo" => demo(),
         "test" => test(),
         "lint" => lint(),
-        _ => Err("usage: cargo xtask <setup|demo|test|lint>".to_string()),
+        "bench" => bench(&rest),
+        _ => Err(
+            "usage: cargo xtask <setup|demo|test|lint|bench [-- compare.py options]>".to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

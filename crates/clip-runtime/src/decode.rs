@@ -80,9 +80,11 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Image
     decode_rgb_at_least(bytes, limits, None)
 }
 
-/// [`decode_rgb`], but with [`DecodeLimits::fast_jpeg`] a JPEG may come out
-/// smaller, its shorter side no shorter than `min_side`.
-pub(crate) fn decode_rgb_at_least(
+/// [`decode_rgb`] for an image about to be shrunk so that its shorter side is
+/// `min_side` ([`crate::PreprocessConfig::min_decoded_side`]): with
+/// [`DecodeLimits::fast_jpeg`], a JPEG may come out smaller than stored, its
+/// shorter side no shorter than `min_side`.
+pub fn decode_rgb_at_least(
     bytes: &[u8],
     limits: &DecodeLimits,
     min_side: Option<u32>,

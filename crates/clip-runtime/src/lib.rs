@@ -39,7 +39,7 @@ mod score;
 mod tokenize;
 mod tower;
 
-pub use decode::{DecodeLimits, decode_rgb};
+pub use decode::{DecodeLimits, decode_rgb, decode_rgb_at_least};
 pub use error::{ClipError, ImageError, Result};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{

@@ -166,7 +166,9 @@ def contender_pipeline(args):
     return {"images": done, "text_runs": runs[0], "rss_mb": peak_rss_mb()}
 
 
-def ort_session(path: Path, threads: int, opt="all", spin=False):
+def ort_session(path: Path, threads: int, opt="all", spin=True):
+    """A CPU session with ORT's defaults (all graph optimisations, spinning
+    worker threads) but `threads` intra-op threads."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -226,7 +228,7 @@ def contender_ort_loop(args):
 def contender_bare_ort(args):
     import numpy as np
 
-    vision = ort_session(tower(args, "vision_model"), args.threads, opt=args.opt, spin=args.spin)
+    vision = ort_session(tower(args, "vision_model"), args.threads, opt=args.opt, spin=not args.no_spin)
     n = args.count
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((min(args.batch, n - i), 3, 224, 224), dtype=np.float32) for i in range(0, n, args.batch)]
@@ -457,12 +459,18 @@ def bench(args):
         Contender("onnxruntime-python loop int8", py("ort-loop", labels9, ["--dtype", "quantized"]), "a"),
         Contender("bare ORT session int8", bare("quantized"), "a"),
     ]
+    # The evidence for clipql's defaults (batch 16, threads that sleep, all
+    # graph optimisations, one session using every core).
     settings = [
         *(Contender(f"clipql classify batch {k}", cq(labels9, ["--batch-size", str(k)]), "s") for k in (4, 8, 32)),
+        Contender("clipql classify, spinning threads", cq(labels9, ["--set", "clip.intra_op_spinning=true"]), "s"),
+        Contender("clipql classify, basic graph optimisation",
+                  cq(labels9, ["--set", "clip.graph_optimization=basic"]), "s"),
+        Contender("clipql classify, 2 sessions x 1 thread",
+                  cq(labels9, ["--set", "clip.sessions=2", "--set", "clip.intra_threads=1"]), "s"),
         Contender("bare ORT batch 8", bare("fp32", ["--batch", "8"]), "s"),
         Contender("bare ORT batch 32", bare("fp32", ["--batch", "32"]), "s"),
-        Contender("bare ORT spinning", bare("fp32", ["--spin"]), "s"),
-        Contender("bare ORT basic optimisation", bare("fp32", ["--opt", "basic"]), "s"),
+        Contender("bare ORT without spinning", bare("fp32", ["--no-spin"]), "s"),
     ]
     if not args.quick:
         a_contenders += settings
@@ -666,7 +674,7 @@ def main():
     c.add_argument("--count", type=int, default=0)
     c.add_argument("--batch", type=int, default=BATCH)
     c.add_argument("--opt", default="all", choices=["basic", "all"])
-    c.add_argument("--spin", action="store_true")
+    c.add_argument("--no-spin", action="store_true", help="intra-op threads sleep when idle (ORT spins by default)")
     args = p.parse_args()
     if args.what == "bench":
         bench(args)

@@ -512,6 +512,74 @@ fn verbose_prints_where_the_time_went() {
 }
 
 #[test]
+fn session_options_are_checked_and_set_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let classify = |extra: &[&str]| {
+        let mut args = vec![
+            "classify",
+            "tests/fixtures/photos/",
+            "--labels",
+            "cat",
+            "dog",
+            "--quiet",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        clipql_fixture(&args)
+    };
+    // Refused values: a message naming the option, never a panic.
+    for (extra, message) in [
+        (
+            &["--batch-size", "0"][..],
+            "clip.batch_size = 0: clip.batch_size must be at least 1",
+        ),
+        (
+            &["--set", "clip.graph_optimization=max"][..],
+            "clip.graph_optimization must be all, extended, basic or none, got 'max'",
+        ),
+        (
+            &["--set", "clip.no_such_thing=1"][..],
+            "unknown option clip.no_such_thing",
+        ),
+    ] {
+        let o = classify(extra);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{extra:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    let o = classify(&["--set", "no-equals-sign"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("expected KEY=VALUE"), "{}", stderr(&o));
+
+    // Accepted ones change how the job runs, not what it answers.
+    let o = classify(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plain = jsonl_rows(&out);
+    let o = classify(&[
+        "--set",
+        "clip.sessions=2",
+        "--set",
+        "clip.intra_op_spinning=true",
+        "--set",
+        "clip.graph_optimization=basic",
+        "--set",
+        "datafusion.execution.target_partitions=3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let by_path = |rows: &[serde_json::Value]| {
+        let mut v: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r["path"].to_string(), r["label"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(by_path(&plain), by_path(&jsonl_rows(&out)));
+}
+
+#[test]
 fn classify_on_error_fail_writes_nothing_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");

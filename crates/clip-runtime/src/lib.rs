@@ -45,7 +45,7 @@ pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
     ClipModel, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes, load_shared,
 };
-pub use options::{Dtype, ModelOptions};
+pub use options::{Dtype, GraphOptimization, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax};
 pub use tokenize::{TextTokenizer, TokenBatch};

@@ -226,6 +226,8 @@ impl ClipModel {
         let threads = ThreadConfig {
             intra_threads: options.resolved_intra_threads(),
             sessions: options.sessions,
+            spinning: options.spinning,
+            optimization: options.graph_optimization,
         };
         // The probe loads the combined graph, as large as both towers: run it
         // before they load, so its memory is gone before theirs is taken.
@@ -671,6 +673,8 @@ fn measure_logit_scale(
         ThreadConfig {
             intra_threads: options.resolved_intra_threads(),
             sessions: 1,
+            spinning: false,
+            optimization: options.graph_optimization,
         },
     )?;
     let pixels_port = tower.float_input(&["pixel_values"])?;

@@ -60,6 +60,49 @@ impl FromStr for Dtype {
     }
 }
 
+/// ONNX Runtime's graph optimisation level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GraphOptimization {
+    /// No graph rewrites.
+    None,
+    /// Constant folding and redundant-node removal.
+    Basic,
+    /// Basic plus node fusions.
+    Extended,
+    /// Everything ORT has, including layout optimisations (its default).
+    #[default]
+    All,
+}
+
+impl fmt::Display for GraphOptimization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Basic => "basic",
+            Self::Extended => "extended",
+            Self::All => "all",
+        })
+    }
+}
+
+impl FromStr for GraphOptimization {
+    type Err = ClipError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "disable" => Ok(Self::None),
+            "basic" => Ok(Self::Basic),
+            "extended" => Ok(Self::Extended),
+            "all" => Ok(Self::All),
+            _ => Err(ClipError::InvalidOption {
+                name: "graph_optimization".into(),
+                value: s.into(),
+                message: "expected none, basic, extended or all".into(),
+            }),
+        }
+    }
+}
+
 /// How a model is loaded. Two loads with equal options share one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -71,6 +114,12 @@ pub struct ModelOptions {
     /// Sessions per tower. Each can run one batch at a time; more sessions
     /// let concurrent partitions infer in parallel at the cost of memory.
     pub sessions: usize,
+    /// Whether idle ONNX Runtime worker threads spin (ORT's own default)
+    /// instead of sleeping. Off by default: spinning threads take the cores
+    /// that decode the next batch (BENCHMARKS.md has the measurement).
+    pub spinning: bool,
+    /// ONNX Runtime's graph optimisation level.
+    pub graph_optimization: GraphOptimization,
 }
 
 impl Default for ModelOptions {
@@ -79,6 +128,8 @@ impl Default for ModelOptions {
             dtype: Dtype::Fp32,
             intra_threads: 0,
             sessions: 1,
+            spinning: false,
+            graph_optimization: GraphOptimization::All,
         }
     }
 }
@@ -93,6 +144,18 @@ impl ModelOptions {
     /// Sets [`ModelOptions::intra_threads`].
     pub fn with_intra_threads(mut self, threads: usize) -> Self {
         self.intra_threads = threads;
+        self
+    }
+
+    /// Sets [`ModelOptions::spinning`].
+    pub fn with_spinning(mut self, spinning: bool) -> Self {
+        self.spinning = spinning;
+        self
+    }
+
+    /// Sets [`ModelOptions::graph_optimization`].
+    pub fn with_graph_optimization(mut self, level: GraphOptimization) -> Self {
+        self.graph_optimization = level;
         self
     }
 

@@ -16,11 +16,13 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::error::{ClipError, Result};
 
-/// Thread settings for each ORT session.
+/// Settings for each ORT session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ThreadConfig {
     pub intra_threads: usize,
     pub sessions: usize,
+    pub spinning: bool,
+    pub optimization: crate::GraphOptimization,
 }
 
 /// Element type of a float tensor the graph reads or writes.
@@ -58,16 +60,22 @@ impl Tower {
         let sessions = (0..threads.sessions.max(1))
             .map(|_| {
                 let mut builder = Session::builder(env).map_err(|e| ClipError::onnx(ctx(), e))?;
+                let level = match threads.optimization {
+                    crate::GraphOptimization::None => GraphOptimizationLevel::Disable,
+                    crate::GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+                    crate::GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+                    crate::GraphOptimization::All => GraphOptimizationLevel::All,
+                };
                 builder = builder
-                    .with_optimization_level(GraphOptimizationLevel::Level3)
+                    .with_optimization_level(level)
                     .map_err(|e| ClipError::onnx(ctx(), e))?
                     .with_intra_threads(threads.intra_threads.max(1))
                     .map_err(|e| ClipError::onnx(ctx(), e))?
                     .with_inter_threads(1)
                     .map_err(|e| ClipError::onnx(ctx(), e))?
-                    // Spinning threads would steal the cores that decode the
-                    // next batch while this one runs.
-                    .with_intra_op_spinning(false)
+                    // Off by default: spinning threads would steal the cores
+                    // that decode the next batch while this one runs.
+                    .with_intra_op_spinning(threads.spinning)
                     .map_err(|e| ClipError::onnx(ctx(), e))?;
                 builder
                     .commit_from_file(path)

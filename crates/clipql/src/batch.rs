@@ -85,6 +85,8 @@ pub struct Job {
     pub resume: bool,
     /// Decode large JPEGs at a reduced size (`clip.fast_jpeg`).
     pub fast_jpeg: bool,
+    /// Any other session options (`clip.*`, `datafusion.*`), set last.
+    pub set: Vec<(String, String)>,
     /// Print where the time went (the model's work, as `EXPLAIN ANALYZE`
     /// reports it) at the end.
     pub verbose: bool,
@@ -705,21 +707,35 @@ pub async fn run(job: Job) -> Result<Summary> {
     let (sql, mut reshaper, embedding_column) = plan_task(&job.task)?;
 
     let mut config = datafusion_clip::session_config();
-    config = config
-        .set_str("clip.model", &job.model.to_string_lossy())
-        .set_str("clip.dtype", &job.dtype.to_string());
-    config = config.set_str(
-        "clip.on_error",
-        if job.fail_on_error { "fail" } else { "null" },
-    );
+    let mut options: Vec<(String, String)> = vec![
+        (
+            "clip.model".into(),
+            job.model.to_string_lossy().into_owned(),
+        ),
+        ("clip.dtype".into(), job.dtype.to_string()),
+        (
+            "clip.on_error".into(),
+            if job.fail_on_error { "fail" } else { "null" }.into(),
+        ),
+    ];
     if let Some(b) = job.batch_size {
-        config = config.set_str("clip.batch_size", &b.to_string());
+        options.push(("clip.batch_size".into(), b.to_string()));
     }
     if let Some(t) = job.threads {
-        config = config.set_str("clip.intra_threads", &t.to_string());
+        options.push(("clip.intra_threads".into(), t.to_string()));
     }
     if job.fast_jpeg {
-        config = config.set_str("clip.fast_jpeg", "true");
+        options.push(("clip.fast_jpeg".into(), "true".into()));
+    }
+    options.extend(job.set.iter().cloned());
+    for (key, value) in &options {
+        // Not SessionConfig::set_str, which panics on a value it refuses.
+        config.options_mut().set(key, value).map_err(|e| match e {
+            DataFusionError::Configuration(m) => {
+                DataFusionError::Plan(format!("{key} = {value}: {m}"))
+            }
+            other => other,
+        })?;
     }
     let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
     datafusion_clip::register_all(&ctx)?;

@@ -258,6 +258,12 @@ struct BatchArgs {
     #[arg(long)]
     fast_jpeg: bool,
 
+    /// Set any session option before the job plans, e.g. `--set clip.sessions=2` or
+    /// `--set datafusion.execution.target_partitions=4` (repeatable; see `SHOW ALL` in
+    /// `clipql sql`).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    set: Vec<(String, String)>,
+
     /// No progress bar or summary.
     #[arg(long, short)]
     quiet: bool,
@@ -330,6 +336,16 @@ fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
     Ok(raw.into_iter().filter(|l| seen.insert(l.clone())).collect())
 }
 
+/// `--set KEY=VALUE`.
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!(
+            "expected KEY=VALUE, e.g. clip.sessions=2, got '{s}'"
+        )),
+    }
+}
+
 async fn run_batch(
     batch: BatchArgs,
     task: batch::Task,
@@ -350,6 +366,7 @@ async fn run_batch(
         resume: batch.resume,
         verbose: batch.verbose,
         fast_jpeg: batch.fast_jpeg,
+        set: batch.set,
     };
     let summary = batch::run(job).await?;
     Ok(if summary.failures() > 0 {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clip_runtime::hub::DEFAULT_MODEL;
-use clip_runtime::{ClipModel, DecodeLimits, Dtype, ModelOptions};
+use clip_runtime::{ClipModel, DecodeLimits, Dtype, GraphOptimization, ModelOptions};
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result, config_err};
 use datafusion::config::ConfigOptions;
@@ -39,6 +39,10 @@ pub struct ClipOptions {
     pub intra_threads: usize,
     /// `clip.sessions`: ONNX Runtime sessions per tower.
     pub sessions: usize,
+    /// `clip.intra_op_spinning`: whether idle ORT threads spin.
+    pub intra_op_spinning: bool,
+    /// `clip.graph_optimization`: ORT's graph optimisation level.
+    pub graph_optimization: GraphOptimization,
     /// `clip.on_error`: `null` or `fail`.
     pub on_error: OnError,
     /// `clip.max_image_pixels`.
@@ -62,6 +66,8 @@ impl Default for ClipOptions {
             batch_size: 16,
             intra_threads: 0,
             sessions: 1,
+            intra_op_spinning: false,
+            graph_optimization: GraphOptimization::All,
             on_error: OnError::Null,
             max_image_pixels: limits.max_pixels,
             max_image_bytes: limits.max_bytes,
@@ -80,6 +86,14 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> Result
     value.trim().parse().map_err(|_| {
         DataFusionError::Configuration(format!("clip.{key} must be {what}, got '{value}'"))
     })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => config_err!("clip.{key} must be true or false, got '{value}'"),
+    }
 }
 
 impl ClipOptions {
@@ -101,6 +115,14 @@ impl ClipOptions {
         (
             "sessions",
             "ONNX Runtime sessions per tower (default 1); more lets partitions infer concurrently.",
+        ),
+        (
+            "intra_op_spinning",
+            "true: idle ONNX Runtime threads spin, as ORT does by default; false (default) lets them sleep so decoding gets the cores.",
+        ),
+        (
+            "graph_optimization",
+            "ONNX Runtime graph optimisation level: all (default), extended, basic or none.",
         ),
         (
             "on_error",
@@ -147,6 +169,8 @@ impl ClipOptions {
             .with_dtype(self.dtype)
             .with_intra_threads(self.intra_threads)
             .with_sessions(self.sessions)
+            .with_spinning(self.intra_op_spinning)
+            .with_graph_optimization(self.graph_optimization)
     }
 
     /// The model directory, or a planning error saying how to set it. A
@@ -249,13 +273,13 @@ impl ExtensionOptions for ClipOptions {
             }
             "max_image_pixels" => self.max_image_pixels = parse_num(key, v, "a pixel count")?,
             "max_image_bytes" => self.max_image_bytes = parse_num(key, v, "a byte count")?,
-            "fast_jpeg" => {
-                self.fast_jpeg = match v.to_ascii_lowercase().as_str() {
-                    "true" | "on" | "1" => true,
-                    "false" | "off" | "0" => false,
-                    _ => return config_err!("clip.fast_jpeg must be true or false, got '{value}'"),
-                }
-            }
+            "fast_jpeg" => self.fast_jpeg = parse_bool(key, value)?,
+            "intra_op_spinning" => self.intra_op_spinning = parse_bool(key, value)?,
+            "graph_optimization" => self.graph_optimization = v.parse().map_err(|_| {
+                DataFusionError::Configuration(format!(
+                    "clip.graph_optimization must be all, extended, basic or none, got '{value}'"
+                ))
+            })?,
             "logit_scale" => {
                 self.logit_scale = if v.is_empty() {
                     None
@@ -298,6 +322,8 @@ impl ExtensionOptions for ClipOptions {
                 "batch_size" => Some(self.batch_size.to_string()),
                 "intra_threads" => Some(self.intra_threads.to_string()),
                 "sessions" => Some(self.sessions.to_string()),
+                "intra_op_spinning" => Some(self.intra_op_spinning.to_string()),
+                "graph_optimization" => Some(self.graph_optimization.to_string()),
                 "on_error" => Some(match self.on_error {
                     OnError::Null => "null".into(),
                     OnError::Fail => "fail".into(),
@@ -334,6 +360,9 @@ mod tests {
             ("batch_size", "4"),
             ("intra_threads", "2"),
             ("sessions", "2"),
+            ("intra_op_spinning", "on"),
+            ("graph_optimization", "Basic"),
+            ("fast_jpeg", "true"),
             ("on_error", "FAIL"),
             ("max_image_pixels", "100"),
             ("max_image_bytes", "200"),
@@ -347,12 +376,20 @@ mod tests {
         let get = |k: &str| entries.iter().find(|e| e.key == k).unwrap().value.clone();
         assert_eq!(get("clip.on_error").as_deref(), Some("fail"));
         assert_eq!(get("clip.extra_extensions").as_deref(), Some("dat,bin"));
+        assert_eq!(get("clip.intra_op_spinning").as_deref(), Some("true"));
+        assert_eq!(get("clip.graph_optimization").as_deref(), Some("basic"));
         assert_eq!(
             o.limits(),
             DecodeLimits::default()
                 .with_max_pixels(100)
                 .with_max_bytes(200)
+                .with_fast_jpeg(true)
         );
+        let m = o.model_options();
+        assert!(m.spinning);
+        assert_eq!(m.graph_optimization, GraphOptimization::Basic);
+        assert!(o.set("graph_optimization", "max").is_err());
+        assert!(o.set("intra_op_spinning", "yes please").is_err());
     }
 
     #[test]

@@ -511,7 +511,11 @@ def bench(args):
     results["memory"] = memory(args, labels9, tmp)
     results["machine"]["loadavg_end"] = os.getloadavg()
     (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    Path(args.out).write_text(render(results))
+    out = Path(args.out)
+    kept = ""
+    if out.is_file() and NOTES in out.read_text():
+        kept = NOTES + out.read_text().split(NOTES, 1)[1]
+    out.write_text(render(results) + ("\n" + kept if kept else ""))
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {args.out} and {work / 'results.json'}")
 
@@ -544,6 +548,10 @@ def memory(args, labels, tmp):
 
 # --------------------------------------------------------------------------
 # BENCHMARKS.md
+
+# Everything after this line in BENCHMARKS.md is written by people (what the
+# numbers mean, profiles, decisions) and survives a re-run.
+NOTES = "<!-- notes: everything below is kept when bench/compare.py rewrites this file -->"
 
 
 def render(r):
@@ -649,12 +657,12 @@ def main():
     b.add_argument("--model", type=Path, required=True)
     b.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     b.add_argument("--work", default=str(ROOT / "target" / "bench"))
-    b.add_argument("--n", type=int, default=32)
-    b.add_argument("--n-phone", type=int, default=16)
-    b.add_argument("--n-pipeline-1000", type=int, default=16)
-    b.add_argument("--n-pipeline-1000-batch1", type=int, default=2)
-    b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--threads", type=int, default=os.cpu_count())
+    b.add_argument("--n", type=int, default=32, help="N for workloads (a) and (c): each contender runs N and 3N images")
+    b.add_argument("--n-phone", type=int, default=16, help="N for workload (b), 4000x3000 JPEGs")
+    b.add_argument("--n-pipeline-1000", type=int, default=16, help="N for the pipeline (batch 16) on 1,000 labels")
+    b.add_argument("--n-pipeline-1000-batch1", type=int, default=2, help="N for the pipeline at batch_size=1 on 1,000 labels")
+    b.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are over these")
+    b.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for the Python contenders (clipql uses every core)")
     b.add_argument("--quick", action="store_true", help="skip the settings sweep")
     b.add_argument("--command", default="cargo xtask bench", help="how this run was started, for BENCHMARKS.md")
     mk = sub.add_parser("make-images", help="(internal) generate one workload folder")

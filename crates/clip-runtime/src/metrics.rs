@@ -44,7 +44,7 @@ pub struct ModelStats {
     pub vision_runs: u64,
     /// Images successfully embedded.
     pub images_embedded: u64,
-    /// Time spent in the vision tower.
+    /// Time spent in the vision tower (running, not waiting for a session).
     pub vision_time: Duration,
     /// Images answered from the recent-image cache (the same bytes seen
     /// before), or from an identical image earlier in the same call.

@@ -475,14 +475,12 @@ impl ClipModel {
             vec![n as i64, 3, h as i64, w as i64],
             data,
         )?;
-        let (out, took) = timed(|| {
-            self.vision.run(
-                vec![(self.pixel_values.name.clone(), input)],
-                &[&self.image_embeds],
-                "running the vision tower",
-            )
-        });
-        let (shape, data) = out?.remove(0);
+        let (mut out, took) = self.vision.run(
+            vec![(self.pixel_values.name.clone(), input)],
+            &[&self.image_embeds],
+            "running the vision tower",
+        )?;
+        let (shape, data) = out.remove(0);
         let embeddings = self.split_rows(&self.vision, &shape, data, n)?;
         Event::Vision {
             images: n as u64,
@@ -596,7 +594,7 @@ impl ClipModel {
         if let Some(mask) = &self.attention_mask {
             inputs.push((mask.name.clone(), int_tensor(mask, shape, batch.mask)?));
         }
-        let mut out = self
+        let (mut out, _) = self
             .text
             .run(inputs, &[&self.text_embeds], "running the text tower")?;
         let (shape, data) = out.remove(0);
@@ -713,7 +711,7 @@ fn measure_logit_scale(
     if let Some(mask) = &mask_port {
         inputs.push((mask.name.clone(), int_tensor(mask, shape, batch.mask)?));
     }
-    let out = tower.run(
+    let (out, _) = tower.run(
         inputs,
         &[&logits_port, &image_port, &text_port],
         "measuring logit_scale with the combined graph",

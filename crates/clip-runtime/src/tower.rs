@@ -237,12 +237,15 @@ impl Tower {
         inputs: Vec<(String, DynValue)>,
         outputs: &[&Port<Float>],
         context: &str,
-    ) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
+    ) -> Result<(Vec<(Vec<i64>, Vec<f32>)>, std::time::Duration)> {
         let mut session = self.acquire();
+        // Timed from here: waiting for a free session is not inference.
+        let start = std::time::Instant::now();
         let result = session
             .run(inputs)
             .map_err(|e| ClipError::onnx(format!("{context} ({})", self.path.display()), e))?;
-        outputs
+        let took = start.elapsed();
+        let outputs = outputs
             .iter()
             .map(|port| {
                 let value = result.get(&port.name).ok_or_else(|| {
@@ -258,7 +261,8 @@ impl Tower {
                 };
                 extracted.map_err(|e| ClipError::onnx(format!("reading output {}", port.name), e))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((outputs, took))
     }
 }
 

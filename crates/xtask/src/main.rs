@@ -39,6 +39,21 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
+    // `cargo run` gives xtask the variables of its own package. Passed on,
+    // they differ from a plain shell's, and build scripts that watch them
+    // (ring's) rerun, rebuilding half the tree: the nested cargo must see
+    // what `cargo build` from the shell sees.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(key.as_ref());
+        }
+    }
     c
 }
 

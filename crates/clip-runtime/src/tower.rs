@@ -47,6 +47,9 @@ pub(crate) struct Port<T> {
     pub shape: Vec<i64>,
 }
 
+/// One output of a run: its shape and values (as f32).
+pub(crate) type Output = (Vec<i64>, Vec<f32>);
+
 pub(crate) struct Tower {
     pub path: PathBuf,
     sessions: Vec<Mutex<Session>>,
@@ -237,7 +240,7 @@ impl Tower {
         inputs: Vec<(String, DynValue)>,
         outputs: &[&Port<Float>],
         context: &str,
-    ) -> Result<(Vec<(Vec<i64>, Vec<f32>)>, std::time::Duration)> {
+    ) -> Result<(Vec<Output>, std::time::Duration)> {
         let mut session = self.acquire();
         // Timed from here: waiting for a free session is not inference.
         let start = std::time::Instant::now();

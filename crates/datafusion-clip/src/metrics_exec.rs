@@ -21,6 +21,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use clip_runtime::{InferenceMetrics, ModelStats};
 use datafusion::arrow::array::RecordBatch;
@@ -128,19 +129,13 @@ impl ClipMetricsExec {
     pub fn total(plan: &dyn ExecutionPlan) -> ModelStats {
         let mut total = ModelStats::default();
         let mut add = |m: &MetricsSet| {
-            let count = |name: &str| m.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
-            let time = |name: &str| std::time::Duration::from_nanos(count(name));
-            total.images_decoded += count(IMAGES_DECODED);
-            total.decode_errors += count(DECODE_ERRORS);
-            total.decode_time += time(DECODE_TIME);
-            total.vision_runs += count(BATCHES);
-            total.images_embedded += count(IMAGES_EMBEDDED);
-            total.vision_time += time(INFERENCE_TIME);
-            total.image_cache_hits += count(IMAGE_CACHE_HITS);
-            total.text_runs += count(TEXT_RUNS);
-            total.texts_embedded += count(TEXTS_EMBEDDED);
-            total.text_time += time(TEXT_TIME);
-            total.text_cache_hits += count(TEXT_CACHE_HITS);
+            for (name, field) in METRICS {
+                let value = m.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+                match field {
+                    Field::Count(get) => *get(&mut total) += value,
+                    Field::Time(get) => *get(&mut total) += Duration::from_nanos(value),
+                }
+            }
         };
         fn walk(plan: &dyn ExecutionPlan, add: &mut dyn FnMut(&MetricsSet)) {
             if let Some(m) = plan
@@ -158,17 +153,36 @@ impl ClipMetricsExec {
     }
 }
 
-const IMAGES_DECODED: &str = "images_decoded";
-const DECODE_ERRORS: &str = "decode_errors";
-const DECODE_TIME: &str = "decode_time";
-const BATCHES: &str = "batches";
-const IMAGES_EMBEDDED: &str = "images_embedded";
-const INFERENCE_TIME: &str = "inference_time";
-const IMAGE_CACHE_HITS: &str = "image_cache_hits";
-const TEXT_RUNS: &str = "text_tower_runs";
-const TEXTS_EMBEDDED: &str = "texts_embedded";
-const TEXT_TIME: &str = "text_time";
-const TEXT_CACHE_HITS: &str = "text_cache_hits";
+/// Where a metric lives in [`ModelStats`].
+#[derive(Clone, Copy)]
+enum Field {
+    Count(fn(&mut ModelStats) -> &mut u64),
+    Time(fn(&mut ModelStats) -> &mut Duration),
+}
+
+/// Every metric `ClipMetricsExec` reports, by its `EXPLAIN ANALYZE` name.
+const METRICS: [(&str, Field); 11] = [
+    ("images_decoded", Field::Count(|s| &mut s.images_decoded)),
+    ("decode_errors", Field::Count(|s| &mut s.decode_errors)),
+    ("decode_time", Field::Time(|s| &mut s.decode_time)),
+    ("batches", Field::Count(|s| &mut s.vision_runs)),
+    ("images_embedded", Field::Count(|s| &mut s.images_embedded)),
+    ("inference_time", Field::Time(|s| &mut s.vision_time)),
+    (
+        "image_cache_hits",
+        Field::Count(|s| &mut s.image_cache_hits),
+    ),
+    ("text_tower_runs", Field::Count(|s| &mut s.text_runs)),
+    ("texts_embedded", Field::Count(|s| &mut s.texts_embedded)),
+    ("text_time", Field::Time(|s| &mut s.text_time)),
+    ("text_cache_hits", Field::Count(|s| &mut s.text_cache_hits)),
+];
+
+/// A partition's handle on one metric.
+enum Handle {
+    Count(Count),
+    Time(Time),
+}
 
 impl DisplayAs for ClipMetricsExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -238,33 +252,21 @@ impl ExecutionPlan for ClipMetricsExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let counter = |name: &'static str| {
-            MetricBuilder::new(&self.metrics)
-                .with_type(MetricType::Summary)
-                .counter(name, partition)
-        };
-        let time = |name: &'static str| {
-            MetricBuilder::new(&self.metrics)
-                .with_type(MetricType::Summary)
-                .subset_time(name, partition)
-        };
+        let handles = METRICS
+            .iter()
+            .map(|(name, field)| {
+                let builder = MetricBuilder::new(&self.metrics).with_type(MetricType::Summary);
+                match field {
+                    Field::Count(_) => Handle::Count(builder.counter(*name, partition)),
+                    Field::Time(_) => Handle::Time(builder.subset_time(*name, partition)),
+                }
+            })
+            .collect();
         Ok(Box::pin(MetricsStream {
             input,
             scope: Arc::new(InferenceMetrics::default()),
             reported: ModelStats::default(),
-            out: PartitionMetrics {
-                images_decoded: counter(IMAGES_DECODED),
-                decode_errors: counter(DECODE_ERRORS),
-                decode_time: time(DECODE_TIME),
-                batches: counter(BATCHES),
-                images_embedded: counter(IMAGES_EMBEDDED),
-                inference_time: time(INFERENCE_TIME),
-                image_cache_hits: counter(IMAGE_CACHE_HITS),
-                text_runs: counter(TEXT_RUNS),
-                texts_embedded: counter(TEXTS_EMBEDDED),
-                text_time: time(TEXT_TIME),
-                text_cache_hits: counter(TEXT_CACHE_HITS),
-            },
+            handles,
         }))
     }
 
@@ -273,55 +275,35 @@ impl ExecutionPlan for ClipMetricsExec {
     }
 }
 
-struct PartitionMetrics {
-    images_decoded: Count,
-    decode_errors: Count,
-    decode_time: Time,
-    batches: Count,
-    images_embedded: Count,
-    inference_time: Time,
-    image_cache_hits: Count,
-    text_runs: Count,
-    texts_embedded: Count,
-    text_time: Time,
-    text_cache_hits: Count,
-}
-
 struct MetricsStream {
     input: SendableRecordBatchStream,
     scope: Arc<InferenceMetrics>,
     reported: ModelStats,
-    out: PartitionMetrics,
+    /// One per entry of [`METRICS`], in order.
+    handles: Vec<Handle>,
 }
 
 impl MetricsStream {
     /// Moves what the scope counted since the last report into the metrics.
     fn report(&mut self) {
-        let now = self.scope.snapshot();
-        let was = std::mem::replace(&mut self.reported, now);
-        let count = |c: &Count, now: u64, was: u64| c.add(now.saturating_sub(was) as usize);
-        // `Time` rounds every addition up to at least 1ns: add only real time.
-        let time = |t: &Time, now: std::time::Duration, was: std::time::Duration| {
-            if now > was {
-                t.add_duration(now - was)
+        let mut now = self.scope.snapshot();
+        let mut was = std::mem::replace(&mut self.reported, now);
+        for ((_, field), handle) in METRICS.iter().zip(&self.handles) {
+            match (field, handle) {
+                (Field::Count(get), Handle::Count(c)) => {
+                    c.add(get(&mut now).saturating_sub(*get(&mut was)) as usize)
+                }
+                // `Time` rounds every addition up to at least 1ns: add only
+                // real time.
+                (Field::Time(get), Handle::Time(t)) => {
+                    let (now, was) = (*get(&mut now), *get(&mut was));
+                    if now > was {
+                        t.add_duration(now - was)
+                    }
+                }
+                _ => {}
             }
-        };
-        let o = &self.out;
-        count(&o.images_decoded, now.images_decoded, was.images_decoded);
-        count(&o.decode_errors, now.decode_errors, was.decode_errors);
-        time(&o.decode_time, now.decode_time, was.decode_time);
-        count(&o.batches, now.vision_runs, was.vision_runs);
-        count(&o.images_embedded, now.images_embedded, was.images_embedded);
-        time(&o.inference_time, now.vision_time, was.vision_time);
-        count(
-            &o.image_cache_hits,
-            now.image_cache_hits,
-            was.image_cache_hits,
-        );
-        count(&o.text_runs, now.text_runs, was.text_runs);
-        count(&o.texts_embedded, now.texts_embedded, was.texts_embedded);
-        time(&o.text_time, now.text_time, was.text_time);
-        count(&o.text_cache_hits, now.text_cache_hits, was.text_cache_hits);
+        }
     }
 }
 

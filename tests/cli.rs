@@ -561,7 +561,7 @@ fn session_options_are_checked_and_set_never_panics() {
         "--set",
         "clip.sessions=2",
         "--set",
-        "clip.intra_op_spinning=true",
+        "clip.intra_op_spinning=false",
         "--set",
         "clip.graph_optimization=basic",
         "--set",
@@ -1115,6 +1115,56 @@ fn clipql_with_hf_home(home: &Path, args: &[&str]) -> Output {
         .env("HF_HOME", home)
         .output()
         .unwrap()
+}
+
+/// The measured `logit_scale` is remembered per graph file in
+/// `$CLIPQL_CACHE_DIR`, used while the file is unchanged, and measured again
+/// once it changes.
+#[test]
+fn logit_scale_is_measured_once_per_graph_file() {
+    let home = hf_home_with_fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let info = || {
+        let o = clipql_command()
+            .args(["model", "info", "clipql/tiny-clip"])
+            .env("HF_HOME", home.path())
+            .env("CLIPQL_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let entries = || -> Vec<PathBuf> {
+        match std::fs::read_dir(cache.path().join("logit_scale")) {
+            Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+            Err(_) => vec![],
+        }
+    };
+    assert!(entries().is_empty());
+    assert!(info().contains("logit_scale: 100.0"));
+    let [entry] = entries().try_into().unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&entry).unwrap()).unwrap();
+    let measured = json["logit_scale"].as_f64().unwrap();
+    assert!((measured - 100.0).abs() < 1e-3, "{json}");
+
+    // A remembered value is used as is: plant another one and see it.
+    json["logit_scale"] = 42.5.into();
+    std::fs::write(&entry, json.to_string()).unwrap();
+    assert!(info().contains("logit_scale: 42.5"), "{}", info());
+
+    // Once the graph file changes, it is measured again.
+    let graph = home
+        .path()
+        .join("hub/models--clipql--tiny-clip/snapshots/0123abcd/onnx/model.onnx");
+    std::fs::File::options()
+        .write(true)
+        .open(graph)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(info().contains("logit_scale: 100.0"), "{}", info());
+    assert_eq!(entries().len(), 1);
 }
 
 #[test]

@@ -35,6 +35,7 @@ mod model;
 pub mod onnxruntime;
 mod options;
 mod preprocess;
+mod scale_cache;
 mod score;
 mod tokenize;
 mod tower;
@@ -47,5 +48,6 @@ pub use model::{
 };
 pub use options::{Dtype, GraphOptimization, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
+pub use scale_cache::{ScaleCache, cache_dir};
 pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax};
 pub use tokenize::{TextTokenizer, TokenBatch};

@@ -76,8 +76,7 @@ impl Tower {
                     .map_err(|e| ClipError::onnx(ctx(), e))?
                     .with_inter_threads(1)
                     .map_err(|e| ClipError::onnx(ctx(), e))?
-                    // Off by default: spinning threads would steal the cores
-                    // that decode the next batch while this one runs.
+                    // On by default (ModelOptions::spinning says why).
                     .with_intra_op_spinning(threads.spinning)
                     .map_err(|e| ClipError::onnx(ctx(), e))?;
                 builder

@@ -173,11 +173,21 @@ fn test() -> Result<(), String> {
     // rather than whatever this machine has in ~/.cache/huggingface.
     let empty_cache = root().join("target/xtask-empty-hf-cache");
     std::fs::create_dir_all(&empty_cache).map_err(|e| e.to_string())?;
+    // A fresh ClipQL cache too, so every run measures logit_scale with the
+    // probe (and tests it) instead of remembering an earlier run's value.
+    let clipql_cache = root().join("target/xtask-clipql-cache");
+    match std::fs::remove_dir_all(&clipql_cache) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+        _ => {}
+    }
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])
         .env("HF_HUB_CACHE", &empty_cache)
-        .env("HF_HUB_OFFLINE", "1"))?;
-    run(cargo().args(["test", "--workspace", "--doc"]))?;
+        .env("HF_HUB_OFFLINE", "1")
+        .env("CLIPQL_CACHE_DIR", &clipql_cache))?;
+    run(cargo()
+        .args(["test", "--workspace", "--doc"])
+        .env("CLIPQL_CACHE_DIR", &clipql_cache))?;
     Ok(())
 }
 

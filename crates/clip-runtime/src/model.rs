@@ -16,7 +16,7 @@ use crate::preprocess::PreprocessConfig;
 use crate::scale_cache::ScaleCache;
 use crate::score::l2_normalize;
 use crate::tokenize::TextTokenizer;
-use crate::tower::{Float, Int, Port, ThreadConfig, Tower, float_tensor, int_tensor};
+use crate::tower::{Float, Int, Port, RunGate, ThreadConfig, Tower, float_tensor, int_tensor};
 
 /// A normalised embedding shared between queries.
 pub type Embedding = Arc<[f32]>;
@@ -242,9 +242,10 @@ impl ClipModel {
         // optimisation), so the towers load side by side. On a full-size
         // ViT-B/32 (2 cores) that took start-up from 1.8 s to 1.4 s, for
         // 60-120 MB more peak RSS (0.95 GB in all).
+        let gate = RunGate::new(threads.sessions);
         let (vision, text) = std::thread::scope(|s| {
-            let text = s.spawn(|| Tower::load(&text_path, threads));
-            let vision = Tower::load(&vision_path, threads);
+            let text = s.spawn(|| Tower::load(&text_path, threads, Arc::clone(&gate)));
+            let vision = Tower::load(&vision_path, threads, Arc::clone(&gate));
             let text = text
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -708,6 +709,7 @@ fn measure_logit_scale(
             spinning: false,
             optimization: options.graph_optimization,
         },
+        RunGate::new(1),
     )?;
     let pixels_port = tower.float_input(&["pixel_values"])?;
     let TextInputs {

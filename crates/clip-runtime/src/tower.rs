@@ -4,10 +4,15 @@
 //! `Session::run` takes `&mut self`, so each session sits behind its own
 //! `Mutex`. A run takes whichever session is free, or waits for one; locks
 //! are never held across an `.await` (every caller is synchronous).
+//!
+//! The towers of one model also share a [`RunGate`]: each session's threads
+//! are sized for the whole machine divided by `sessions`, so a vision run and
+//! a text run side by side would put twice as many busy (and, by default,
+//! spinning) threads on the cores as there are cores.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use half::f16;
 use ort::session::Session;
@@ -50,14 +55,54 @@ pub(crate) struct Port<T> {
 /// One output of a run: its shape and values (as f32).
 pub(crate) type Output = (Vec<i64>, Vec<f32>);
 
+/// Lets at most `permits` ONNX Runtime runs go at once, across every tower
+/// that shares it.
+#[derive(Debug)]
+pub(crate) struct RunGate {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One admitted run; dropping it lets the next one in.
+pub(crate) struct RunPass<'g>(&'g RunGate);
+
+impl RunGate {
+    pub fn new(permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            free: Mutex::new(permits.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Waits for a permit.
+    pub fn enter(&self) -> RunPass<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        RunPass(self)
+    }
+}
+
+impl Drop for RunPass<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub(crate) struct Tower {
     pub path: PathBuf,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
+    gate: Arc<RunGate>,
 }
 
 impl Tower {
-    pub fn load(path: &Path, threads: ThreadConfig) -> Result<Self> {
+    /// Loads `threads.sessions` sessions of the graph at `path`; runs are
+    /// admitted through `gate`, which the model's other towers share.
+    pub fn load(path: &Path, threads: ThreadConfig, gate: Arc<RunGate>) -> Result<Self> {
         let env = crate::onnxruntime::environment()?;
         let ctx = || format!("loading {}", path.display());
         let sessions = (0..threads.sessions.max(1))
@@ -89,6 +134,7 @@ impl Tower {
             path: path.to_path_buf(),
             sessions,
             next: AtomicUsize::new(0),
+            gate,
         })
     }
 
@@ -240,8 +286,11 @@ impl Tower {
         outputs: &[&Port<Float>],
         context: &str,
     ) -> Result<(Vec<Output>, std::time::Duration)> {
+        // With as many permits as sessions per tower, a pass always finds a
+        // free session in this tower.
+        let _pass = self.gate.enter();
         let mut session = self.acquire();
-        // Timed from here: waiting for a free session is not inference.
+        // Timed from here: waiting for a pass or a session is not inference.
         let start = std::time::Instant::now();
         let result = session
             .run(inputs)
@@ -301,4 +350,42 @@ pub(crate) fn int_tensor(port: &Port<Int>, shape: Vec<i64>, data: Vec<i64>) -> R
             Tensor::from_array((shape, data)).map_err(ctx)?.into_dyn()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// However many threads ask, no more than `permits` are inside at once,
+    /// and every one of them gets in.
+    #[test]
+    fn the_gate_admits_at_most_its_permits() {
+        for permits in [1, 2] {
+            let gate = RunGate::new(permits);
+            let (inside, most, done) = (
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            );
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        for _ in 0..5 {
+                            let _pass = gate.enter();
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(2));
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            assert_eq!(done.load(Ordering::SeqCst), 30);
+            assert_eq!(most.load(Ordering::SeqCst), permits, "permits {permits}");
+        }
+        // Zero permits would block forever; it is taken as one.
+        drop(RunGate::new(0).enter());
+    }
 }

@@ -686,7 +686,7 @@ fn trained_logit_scale(
     if let Some(scale) = cache.as_ref().and_then(|c| c.get(&path)) {
         return Ok(scale);
     }
-    let scale = measure_logit_scale(path.clone(), options, preprocess, tokenizer)?;
+    let scale = measure_logit_scale(&path, options, preprocess, tokenizer)?;
     if let Some(cache) = cache {
         cache.put(&path, scale);
     }
@@ -696,13 +696,13 @@ fn trained_logit_scale(
 /// Runs the combined graph at `path` on a probe and returns
 /// `logits_per_image / cosine`: the trained `logit_scale`.
 fn measure_logit_scale(
-    path: PathBuf,
+    path: &Path,
     options: &ModelOptions,
     preprocess: &PreprocessConfig,
     tokenizer: &TextTokenizer,
 ) -> Result<f32> {
     let tower = Tower::load(
-        &path,
+        path,
         ThreadConfig {
             intra_threads: options.resolved_intra_threads(),
             sessions: 1,
@@ -716,7 +716,7 @@ fn measure_logit_scale(
         input_ids: ids_port,
         attention_mask: mask_port,
         static_len: fixed,
-    } = TextInputs::of(&tower, &path)?;
+    } = TextInputs::of(&tower, path)?;
     let logits_port = tower.float_output("logits_per_image")?;
     let image_port = tower.float_output("image_embeds")?;
     let text_port = tower.float_output("text_embeds")?;
@@ -767,12 +767,12 @@ fn measure_logit_scale(
         })
         .max_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
         .ok_or_else(|| ClipError::Graph {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message: "logits_per_image is empty".into(),
         })?;
     if best_cos.abs() < 1e-4 {
         return Err(ClipError::Graph {
-            path,
+            path: path.to_path_buf(),
             message: "probe embeddings are orthogonal; cannot recover logit_scale".into(),
         });
     }

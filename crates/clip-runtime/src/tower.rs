@@ -11,7 +11,6 @@
 //! spinning) threads on the cores as there are cores.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use half::f16;
@@ -95,7 +94,6 @@ impl Drop for RunPass<'_> {
 pub(crate) struct Tower {
     pub path: PathBuf,
     sessions: Vec<Mutex<Session>>,
-    next: AtomicUsize,
     gate: Arc<RunGate>,
 }
 
@@ -133,7 +131,6 @@ impl Tower {
         Ok(Self {
             path: path.to_path_buf(),
             sessions,
-            next: AtomicUsize::new(0),
             gate,
         })
     }
@@ -265,15 +262,16 @@ impl Tower {
         }
     }
 
-    /// Locks a free session, or waits for the next one in turn.
+    /// Locks a free session. The caller holds a [`RunPass`], and the gate
+    /// has as many permits as this tower has sessions, so one is free; the
+    /// blocking lock is only a fallback.
     fn acquire(&self) -> MutexGuard<'_, Session> {
         for s in &self.sessions {
             if let Ok(guard) = s.try_lock() {
                 return guard;
             }
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-        self.sessions[i]
+        self.sessions[0]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -286,8 +284,6 @@ impl Tower {
         outputs: &[&Port<Float>],
         context: &str,
     ) -> Result<(Vec<Output>, std::time::Duration)> {
-        // With as many permits as sessions per tower, a pass always finds a
-        // free session in this tower.
         let _pass = self.gate.enter();
         let mut session = self.acquire();
         // Timed from here: waiting for a pass or a session is not inference.
@@ -355,6 +351,7 @@ pub(crate) fn int_tensor(port: &Port<Int>, shape: Vec<i64>, data: Vec<i64>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     /// However many threads ask, no more than `permits` are inside at once,

@@ -67,6 +67,10 @@ pub struct Job {
     pub task: Task,
     /// Model directory (resolved and pulled by `main`).
     pub model: PathBuf,
+    /// `clip.model` as the cluster's processes resolve it (with `cluster`).
+    pub model_name: String,
+    /// A Ballista scheduler (`df://HOST:PORT`) to run on instead of locally.
+    pub cluster: Option<String>,
     /// Which tower files to load.
     pub dtype: clip_runtime::Dtype,
     /// Output file; its extension picks the format. None: a table on stdout.
@@ -304,7 +308,7 @@ fn key_fields() -> Vec<Field> {
 fn count_files(plan: &Arc<dyn ExecutionPlan>) -> usize {
     let own = plan
         .downcast_ref::<ImageScanExec>()
-        .map_or(0, |scan| scan.partitions().iter().map(Vec::len).sum());
+        .map_or(0, ImageScanExec::file_count);
     own + plan.children().into_iter().map(count_files).sum::<usize>()
 }
 
@@ -706,12 +710,16 @@ pub async fn run(job: Job) -> Result<Summary> {
     let started = Instant::now();
     let (sql, mut reshaper, embedding_column) = plan_task(&job.task)?;
 
-    let mut config = datafusion_clip::session_config();
+    let mut config = match job.cluster {
+        Some(_) => ballista_clip::session_config(),
+        None => datafusion_clip::session_config(),
+    };
+    let model = match job.cluster {
+        Some(_) => job.model_name.clone(),
+        None => job.model.to_string_lossy().into_owned(),
+    };
     let mut options: Vec<(String, String)> = vec![
-        (
-            "clip.model".into(),
-            job.model.to_string_lossy().into_owned(),
-        ),
+        ("clip.model".into(), model),
         ("clip.dtype".into(), job.dtype.to_string()),
         (
             "clip.on_error".into(),
@@ -737,8 +745,14 @@ pub async fn run(job: Job) -> Result<Summary> {
             other => other,
         })?;
     }
-    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
-    datafusion_clip::register_all(&ctx)?;
+    let ctx = match &job.cluster {
+        Some(url) => ballista_clip::remote_context(url, config).await?,
+        None => {
+            let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?);
+            datafusion_clip::register_all(&ctx)?;
+            ctx
+        }
+    };
     let settings = job_settings(&job);
     let previous = match (&job.output, job.resume) {
         (Some(target), true) => Some(Previous::load(target, &settings)?),
@@ -752,7 +766,22 @@ pub async fn run(job: Job) -> Result<Summary> {
     let sources = register_sources(&ctx, &job, previous.as_ref()).await?;
     let df = ctx.sql(&sql).await?;
     let plan = df.create_physical_plan().await?;
-    let total = sources.parquet_rows.unwrap_or_else(|| count_files(&plan));
+    let show_progress = !job.quiet && std::io::stderr().is_terminal();
+    let total = match (sources.parquet_rows, &job.cluster) {
+        (Some(rows), _) => rows,
+        (None, None) => count_files(&plan),
+        // The scan was planned on the scheduler; list here for the bar only.
+        (None, Some(_)) if show_progress => match ctx.table_provider("images").await {
+            Ok(table) => match table.downcast_ref::<ImageTable>() {
+                Some(t) => t.file_keys(&ctx.state()).await.map_or(0, |k| {
+                    k.iter().filter(|k| !sources.resumed.contains(k)).count()
+                }),
+                None => 0,
+            },
+            Err(_) => 0,
+        },
+        (None, Some(_)) => 0,
+    };
     let schema = match &mut reshaper {
         Some(r) => {
             let embedding = embedding_column.map(|i| plan.schema().field(i).clone());
@@ -772,7 +801,7 @@ pub async fn run(job: Job) -> Result<Summary> {
         r.schema = Arc::clone(&schema);
     }
     let mut progress = Progress {
-        enabled: !job.quiet && std::io::stderr().is_terminal(),
+        enabled: show_progress,
         total,
         done: 0,
         start: Instant::now(),
@@ -840,7 +869,12 @@ pub async fn run(job: Job) -> Result<Summary> {
             eprintln!("  {n} × {reason}");
         }
     }
-    if job.verbose {
+    if job.verbose && job.cluster.is_some() {
+        eprintln!(
+            "--verbose: on a cluster the model's work is counted on the executors; the \
+             scheduler's job view shows it per stage (GET /api/job/JOB_ID/stages)"
+        );
+    } else if job.verbose {
         let work = datafusion_clip::ClipMetricsExec::total(plan.as_ref());
         eprint!(
             "{}",

@@ -4,6 +4,7 @@
 //! DataFusion session; the work happens in the library crates.
 
 mod batch;
+mod cluster;
 mod output;
 mod resume;
 
@@ -40,6 +41,10 @@ enum Command {
     /// Inspect models: the HF cache, or one model's files and settings.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run a Ballista scheduler with ClipQL: clients send it queries with --cluster.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor with ClipQL: it registers with a scheduler and runs tasks.
+    Executor(cluster::ExecutorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +282,11 @@ struct BatchArgs {
     /// modification time), whether that run completed or was interrupted.
     #[arg(long)]
     resume: bool,
+
+    /// Run on a Ballista cluster: the scheduler's address, df://HOST:PORT (see
+    /// `clipql scheduler`). Sources are read by the executors; the output is written here.
+    #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -352,7 +362,10 @@ async fn run_batch(
     output: Option<PathBuf>,
 ) -> Result<u8, DataFusionError> {
     let model = model_dir(batch.model.as_deref(), batch.dtype, batch.quiet).await?;
+    let model_name = cluster_model_name(batch.model.as_deref(), &model);
     let job = batch::Job {
+        cluster: batch.cluster,
+        model_name,
         sources: batch.sources,
         task,
         model,
@@ -414,6 +427,11 @@ struct SqlArgs {
     /// A file of SQL statements to run.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
+
+    /// Run queries on a Ballista cluster: the scheduler's address, df://HOST:PORT (see
+    /// `clipql scheduler`).
+    #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
+    cluster: Option<String>,
 }
 
 /// Output formats of `clipql sql`.
@@ -461,18 +479,31 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
         })?,
         (None, None) => return Err(DataFusionError::Plan("give SQL with -c or -f".into())),
     };
-    let mut config = datafusion_clip::session_config();
+    let mut config = match args.cluster {
+        Some(_) => ballista_clip::session_config(),
+        None => datafusion_clip::session_config(),
+    };
     let dtype = args.dtype.unwrap_or_default();
     if args.model.is_some() || needs_default_model(&sql) {
         let dir = model_dir(args.model.as_deref(), dtype, false).await?;
-        config = config.set_str("clip.model", &dir.to_string_lossy());
+        let model = match args.cluster {
+            Some(_) => cluster_model_name(args.model.as_deref(), &dir),
+            None => dir.to_string_lossy().into_owned(),
+        };
+        config = config.set_str("clip.model", &model);
     }
     if let Some(dtype) = args.dtype {
         config = config.set_str("clip.dtype", &dtype.to_string());
     }
-    let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
-        .enable_url_table();
-    datafusion_clip::register_all(&ctx)?;
+    let ctx = match &args.cluster {
+        Some(url) => ballista_clip::remote_context(url, config).await?,
+        None => {
+            let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
+                .enable_url_table();
+            datafusion_clip::register_all(&ctx)?;
+            ctx
+        }
+    };
     let statements = DFParser::parse_sql(&sql)?;
     if statements.is_empty() {
         return Err(DataFusionError::Plan("no SQL statement given".into()));
@@ -491,6 +522,17 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     let batches = last.unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
     output::write(&mut stdout, &batches, args.format)
+}
+
+/// What `clip.model` should say on a cluster, where every process resolves
+/// it on its own machine: a repo id as given (each pulls it into its own HF
+/// cache), else the model folder's absolute path.
+fn cluster_model_name(given: Option<&str>, dir: &std::path::Path) -> String {
+    match given {
+        Some(name) if !std::path::Path::new(name).exists() => name.to_string(),
+        Some(_) => dir.to_string_lossy().into_owned(),
+        None => clip_runtime::hub::DEFAULT_MODEL.to_string(),
+    }
 }
 
 /// Prints an error and its causes. DataFusion's errors already render their
@@ -519,7 +561,13 @@ fn main() -> ExitCode {
         eprintln!("clipql: give a command; see clipql --help");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Deep plans recurse when a scheduler or executor (de)serialises them:
+    // Ballista's own binaries run with 32 MiB stacks.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(32 * 1024 * 1024)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             print_error(&e);
@@ -533,6 +581,12 @@ fn main() -> ExitCode {
         Command::Embed(args) => {
             runtime.block_on(run_batch(args.batch, batch::Task::Embed, Some(args.output)))
         }
+        Command::Scheduler(args) => runtime
+            .block_on(cluster::run_scheduler(args))
+            .map(|()| EXIT_OK),
+        Command::Executor(args) => runtime
+            .block_on(cluster::run_executor(args))
+            .map(|()| EXIT_OK),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,21 +1,39 @@
-//! `ImageScanExec`: reads image files into record batches.
+//! Scanning an IMAGE table: a file listing, then [`ImageScanExec`] reading
+//! the files' bytes.
 //!
-//! Files are dealt into `target_partitions` groups up front and never split.
-//! Each partition emits batches of `clip.batch_size` rows, so a downstream
-//! `clip_*` call sees exactly one vision-tower batch per record batch, and
-//! only that many files' bytes are in memory per partition. Contents are read
-//! only when the `image` column is projected, concurrently within a batch.
+//! The plan has two nodes:
+//!
+//! ```text
+//! ImageScanExec: files=14, partitions=2, projection=[name, image]
+//!   DataSourceExec: partitions=2, partition_sizes=[1, 1]
+//! ```
+//!
+//! The leaf is an in-memory listing (one row per file: the table's columns
+//! except `image`, plus where the file lives), dealt into
+//! `target_partitions` contiguous groups up front and cut into batches of
+//! `clip.batch_size` rows. [`ImageScanExec`] keeps that batching, so a
+//! downstream `clip_*` call sees exactly one vision-tower batch per record
+//! batch and only that many files' bytes are in memory per partition.
+//! Contents are read only when `image` is projected, concurrently within a
+//! batch, and the next batch is read while this one is classified.
+//!
+//! A file is never split. The listing is a plain `MemorySourceConfig`, which
+//! a distributed engine knows how to serialise and to slice: Ballista gives
+//! each task only its partitions' rows of the listing, so many files become
+//! several tasks and every file is read by exactly one.
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
-    UInt64Array,
+    ArrayRef, AsArray, BinaryArray, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -27,12 +45,13 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
-/// Column indices of the fixed IMAGE columns.
-const PATH: usize = 0;
-const NAME: usize = 1;
-const SIZE: usize = 2;
-const MODIFIED: usize = 3;
+/// Index of the `image` column in the table schema.
 const IMAGE: usize = 4;
+
+/// The listing's extra columns, after the table's columns less `image`:
+/// the object store URL and the location within it.
+const STORE_COLUMN: &str = "__clipql_store";
+const LOCATION_COLUMN: &str = "__clipql_location";
 
 /// One listed file.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,19 +83,71 @@ impl ImageFile {
     }
 }
 
-/// Scans a listed set of image files.
+/// The listing's schema for a table schema: every column but `image`, then
+/// the store and location.
+fn listing_schema(table_schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = table_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != IMAGE)
+        .map(|(_, f)| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(STORE_COLUMN, DataType::Utf8, false));
+    fields.push(Field::new(LOCATION_COLUMN, DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The listing rows of `files`, as one record batch.
+fn listing_batch(files: &[ImageFile], schema: &SchemaRef) -> Result<RecordBatch> {
+    let partition_cols = schema.fields().len() - IMAGE - 2;
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            files.iter().map(|f| f.url.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            files.iter().map(|f| f.name.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(files.iter().map(|f| f.size))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(files.iter().map(|f| f.modified))
+                .with_timezone("UTC"),
+        ),
+    ];
+    for p in 0..partition_cols {
+        columns.push(Arc::new(StringArray::from_iter(
+            files
+                .iter()
+                .map(|f| f.partition_values.get(p).cloned().flatten()),
+        )));
+    }
+    columns.push(Arc::new(StringArray::from_iter_values(
+        files.iter().map(|f| f.store.as_str()),
+    )));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        files.iter().map(|f| f.location.as_ref()),
+    )));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(files.len())),
+    )?)
+}
+
+/// Reads the bytes of the files its input lists, and projects the table's
+/// columns (see the module docs).
 #[derive(Debug)]
 pub struct ImageScanExec {
-    partitions: Vec<Vec<ImageFile>>,
+    input: Arc<dyn ExecutionPlan>,
     table_schema: SchemaRef,
     projection: Vec<usize>,
     schema: SchemaRef,
-    batch_rows: usize,
     properties: Arc<PlanProperties>,
 }
 
 impl ImageScanExec {
-    /// Deals `files` into at most `target_partitions` contiguous groups.
+    /// Deals `files` into at most `target_partitions` contiguous groups of
+    /// batches of `batch_rows` files, and scans them.
     pub fn try_new(
         files: Vec<ImageFile>,
         table_schema: SchemaRef,
@@ -84,32 +155,72 @@ impl ImageScanExec {
         target_partitions: usize,
         batch_rows: usize,
     ) -> Result<Self> {
-        let projection = projection.unwrap_or_else(|| (0..table_schema.fields().len()).collect());
-        let schema = Arc::new(table_schema.project(&projection)?);
         let n = target_partitions.clamp(1, files.len().max(1));
         let per = files.len().div_ceil(n).max(1);
-        let mut partitions: Vec<Vec<ImageFile>> =
-            files.chunks(per).map(<[ImageFile]>::to_vec).collect();
+        let listing = listing_schema(&table_schema);
+        let mut partitions: Vec<Vec<RecordBatch>> = files
+            .chunks(per)
+            .map(|group| {
+                group
+                    .chunks(batch_rows.max(1))
+                    .map(|chunk| listing_batch(chunk, &listing))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
         partitions.resize_with(n, Vec::new);
+        let input = MemorySourceConfig::try_new_exec(&partitions, listing, None)?;
+        Self::try_with_input(input, table_schema, projection)
+    }
+
+    /// Reads what `input` lists (rows of the listing schema that
+    /// [`ImageScanExec::try_new`] builds), as a decoded plan does.
+    pub fn try_with_input(
+        input: Arc<dyn ExecutionPlan>,
+        table_schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let expected = listing_schema(&table_schema);
+        if input.schema().fields() != expected.fields() {
+            return internal_err!(
+                "ImageScanExec: the listing has columns {:?}, expected {:?}",
+                input.schema().fields(),
+                expected.fields()
+            );
+        }
+        let projection = projection.unwrap_or_else(|| (0..table_schema.fields().len()).collect());
+        let schema = Arc::new(table_schema.project(&projection)?);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(partitions.len()),
+            Partitioning::UnknownPartitioning(
+                input.properties().output_partitioning().partition_count(),
+            ),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Ok(Self {
-            partitions,
+            input,
             table_schema,
             projection,
             schema,
-            batch_rows: batch_rows.max(1),
             properties,
         })
     }
 
-    /// Files per partition.
-    pub fn partitions(&self) -> &[Vec<ImageFile>] {
-        &self.partitions
+    /// Files listed for this scan, if its input is the in-memory listing.
+    pub fn file_count(&self) -> usize {
+        self.input
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|exec| {
+                let source: &dyn std::any::Any = exec.data_source().as_ref();
+                source.downcast_ref::<MemorySourceConfig>().map(|m| {
+                    m.partitions()
+                        .iter()
+                        .flatten()
+                        .map(RecordBatch::num_rows)
+                        .sum()
+                })
+            })
+            .unwrap_or(0)
     }
 
     /// The unprojected table schema.
@@ -125,7 +236,6 @@ impl ImageScanExec {
 
 impl DisplayAs for ImageScanExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let files: usize = self.partitions.iter().map(Vec::len).sum();
         let columns: Vec<&str> = self
             .schema
             .fields()
@@ -135,71 +245,67 @@ impl DisplayAs for ImageScanExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "ImageScanExec: files={files}, partitions={}, batch_rows={}, projection=[{}]",
-                self.partitions.len(),
-                self.batch_rows,
+                "ImageScanExec: files={}, partitions={}, projection=[{}]",
+                self.file_count(),
+                self.properties.output_partitioning().partition_count(),
                 columns.join(", ")
             ),
-            DisplayFormatType::TreeRender => write!(f, "files={files}"),
+            DisplayFormatType::TreeRender => write!(f, "files={}", self.file_count()),
         }
     }
 }
 
+/// The output batch for one batch of listing rows.
 async fn read_batch(
-    files: Vec<ImageFile>,
+    listing: RecordBatch,
     schema: SchemaRef,
     projection: Vec<usize>,
     context: Arc<TaskContext>,
 ) -> Result<RecordBatch> {
-    let images: Option<Vec<_>> = if projection.contains(&IMAGE) {
-        let reads = files.iter().map(|f| {
+    let n = listing.num_columns();
+    let urls = listing.column(0).as_string::<i32>().clone();
+    let images: Option<ArrayRef> = if projection.contains(&IMAGE) {
+        let stores = listing.column(n - 2).as_string::<i32>();
+        let locations = listing.column(n - 1).as_string::<i32>();
+        let reads = (0..listing.num_rows()).map(|row| {
             let context = Arc::clone(&context);
+            let url = urls.value(row).to_string();
+            let store = stores.value(row).to_string();
+            let location = locations.value(row).to_string();
             async move {
-                let store = context.runtime_env().object_store(&f.store)?;
-                let get = store.get(&f.location).await?;
+                let store = context
+                    .runtime_env()
+                    .object_store(ObjectStoreUrl::parse(&store)?)?;
+                let location = object_store::path::Path::parse(&location)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let get = store.get(&location).await?;
                 get.bytes()
                     .await
-                    .map_err(|e| DataFusionError::from(e).context(format!("reading {}", f.url)))
+                    .map_err(|e| DataFusionError::from(e).context(format!("reading {url}")))
             }
         });
-        Some(futures::future::try_join_all(reads).await?)
+        let bytes = futures::future::try_join_all(reads).await?;
+        Some(Arc::new(BinaryArray::from_iter_values(
+            bytes.iter().map(|b| b.as_ref()),
+        )))
     } else {
         None
     };
     let columns = projection
         .iter()
-        .map(|&i| -> ArrayRef {
-            match i {
-                PATH => Arc::new(StringArray::from_iter_values(
-                    files.iter().map(|f| f.url.as_str()),
-                )),
-                NAME => Arc::new(StringArray::from_iter_values(
-                    files.iter().map(|f| f.name.as_str()),
-                )),
-                SIZE => Arc::new(UInt64Array::from_iter_values(files.iter().map(|f| f.size))),
-                MODIFIED => Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(files.iter().map(|f| f.modified))
-                        .with_timezone("UTC"),
-                ),
-                IMAGE => Arc::new(BinaryArray::from_iter_values(
-                    images
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|b| b.as_ref()),
-                )),
-                p => {
-                    Arc::new(StringArray::from_iter(files.iter().map(|f| {
-                        f.partition_values.get(p - IMAGE - 1).cloned().flatten()
-                    })))
-                }
-            }
+        .map(|&i| match i {
+            IMAGE => images
+                .clone()
+                .ok_or_else(|| DataFusionError::Internal("image column not read".into())),
+            // The listing has every column but `image`, in table order.
+            i if i < IMAGE => Ok(Arc::clone(listing.column(i))),
+            i => Ok(Arc::clone(listing.column(i - 1))),
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
         schema,
         columns,
-        &RecordBatchOptions::new().with_row_count(Some(files.len())),
+        &RecordBatchOptions::new().with_row_count(Some(listing.num_rows())),
     )?)
 }
 
@@ -213,7 +319,7 @@ impl ExecutionPlan for ImageScanExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        vec![&self.input]
     }
 
     fn apply_expressions(
@@ -227,10 +333,13 @@ impl ExecutionPlan for ImageScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            internal_err!("ImageScanExec has no children")
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(Self::try_with_input(
+                input,
+                Arc::clone(&self.table_schema),
+                Some(self.projection.clone()),
+            )?)),
+            Err(children) => internal_err!("ImageScanExec has one input, got {}", children.len()),
         }
     }
 
@@ -239,23 +348,15 @@ impl ExecutionPlan for ImageScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let Some(files) = self.partitions.get(partition) else {
-            return internal_err!("ImageScanExec has no partition {partition}");
-        };
-        let chunks: Vec<Vec<ImageFile>> = files
-            .chunks(self.batch_rows)
-            .map(<[ImageFile]>::to_vec)
-            .collect();
+        let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
-        let stream = futures::stream::iter(chunks)
-            .map(move |chunk| {
-                read_batch(
-                    chunk,
-                    Arc::clone(&schema),
-                    projection.clone(),
-                    Arc::clone(&context),
-                )
+        let stream = input
+            .map(move |listing| {
+                let schema = Arc::clone(&schema);
+                let projection = projection.clone();
+                let context = Arc::clone(&context);
+                async move { read_batch(listing?, schema, projection, context).await }
             })
             // Read the next batch's files while this one is being classified.
             .buffered(2);
@@ -263,5 +364,56 @@ impl ExecutionPlan for ImageScanExec {
             Arc::clone(&self.schema),
             stream,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(i: usize) -> ImageFile {
+        ImageFile {
+            url: format!("file:///photos/{i}.jpg"),
+            name: format!("{i}.jpg"),
+            size: i as u64,
+            modified: 0,
+            location: object_store::path::Path::from(format!("photos/{i}.jpg")),
+            store: ObjectStoreUrl::local_filesystem(),
+            partition_values: vec![Some(format!("p{i}"))],
+        }
+    }
+
+    #[tokio::test]
+    async fn every_file_once_in_batches_of_batch_rows() {
+        let files: Vec<_> = (0..10).map(file).collect();
+        let schema = crate::image_schema(&["label".to_string()]);
+        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 5]), 3, 2).unwrap();
+        assert_eq!(scan.file_count(), 10);
+        let ctx = Arc::new(TaskContext::default());
+        let mut names = Vec::new();
+        for p in 0..3 {
+            let batches: Vec<RecordBatch> = scan
+                .execute(p, Arc::clone(&ctx))
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+                .await;
+            assert!(batches.iter().all(|b| b.num_rows() <= 2), "{p}");
+            for b in batches {
+                let name = b.column(0).as_string::<i32>();
+                let label = b.column(1).as_string::<i32>();
+                for r in 0..b.num_rows() {
+                    assert_eq!(
+                        label.value(r),
+                        format!("p{}", name.value(r).trim_end_matches(".jpg"))
+                    );
+                    names.push(name.value(r).to_string());
+                }
+            }
+        }
+        assert_eq!(
+            names,
+            (0..10).map(|i| format!("{i}.jpg")).collect::<Vec<_>>()
+        );
     }
 }

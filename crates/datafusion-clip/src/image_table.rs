@@ -64,11 +64,14 @@ pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
 /// A table of image files.
 #[derive(Debug, Clone)]
 pub struct ImageTable {
-    locations: Vec<ListingTableUrl>,
-    partition_cols: Vec<String>,
-    extra_extensions: Vec<String>,
+    pub(crate) locations: Vec<ListingTableUrl>,
+    pub(crate) partition_cols: Vec<String>,
+    pub(crate) extra_extensions: Vec<String>,
     schema: SchemaRef,
-    skip: Arc<HashSet<FileKey>>,
+    pub(crate) skip: Arc<HashSet<FileKey>>,
+    /// Whether `OPTIONS ('aws.…')` registered a store for this table, which
+    /// then exists in this process only (see [`crate::codec`]).
+    pub(crate) has_store_options: bool,
 }
 
 /// One version of one image file, as `path`, `size` and `modified` show it:
@@ -120,16 +123,30 @@ impl ImageTable {
                 return plan_err!("partition column {c} clashes with a built-in IMAGE column");
             }
         }
-        Ok(Self {
-            locations: locations
+        Ok(Self::from_parts(
+            locations
                 .iter()
                 .map(|l| parse_location(l))
                 .collect::<Result<_>>()?,
+            partition_cols,
+            extra_extensions,
+        ))
+    }
+
+    /// A table over parsed, checked locations.
+    pub(crate) fn from_parts(
+        locations: Vec<ListingTableUrl>,
+        partition_cols: Vec<String>,
+        extra_extensions: Vec<String>,
+    ) -> Self {
+        Self {
+            locations,
             schema: image_schema(&partition_cols),
             partition_cols,
             extra_extensions,
             skip: Arc::default(),
-        })
+            has_store_options: false,
+        }
     }
 
     /// Leaves these file versions out of every scan, before their bytes are
@@ -292,11 +309,13 @@ impl TableProviderFactory for ImageTableFactory {
                 );
             }
         }
-        let table = ImageTable::try_new(&cmd.locations, cmd.table_partition_cols.clone(), extra)?;
+        let mut table =
+            ImageTable::try_new(&cmd.locations, cmd.table_partition_cols.clone(), extra)?;
         // S3 settings in OPTIONS register a store for the table's bucket,
         // on top of what the environment provides.
         let aws = crate::object_stores::aws_options(&cmd.options);
         if !aws.is_empty() {
+            table.has_store_options = true;
             for url in &table.locations {
                 if matches!(url.scheme(), "s3" | "s3a") {
                     let url: &url::Url = url.as_ref();

@@ -43,6 +43,7 @@ mod clip_image_error;
 mod clip_scores;
 mod clip_scores_embedding;
 mod clip_text_embedding;
+mod codec;
 mod common;
 pub use common::{scores_array, scores_type};
 mod image_scan;
@@ -69,6 +70,7 @@ pub use clip_image_error::ClipImageError;
 pub use clip_scores::ClipScores;
 pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
+pub use codec::{ClipLogicalCodec, ClipPhysicalCodec};
 pub use image_scan::{ImageFile, ImageScanExec};
 pub use image_table::{
     FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,

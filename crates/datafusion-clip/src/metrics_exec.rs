@@ -125,6 +125,11 @@ impl ClipMetricsExec {
         &self.input
     }
 
+    /// The `clip_*` functions the node below calls.
+    pub fn functions(&self) -> &BTreeSet<String> {
+        &self.functions
+    }
+
     /// Sums the model work of every `ClipMetricsExec` in an executed plan.
     pub fn total(plan: &dyn ExecutionPlan) -> ModelStats {
         let mut total = ModelStats::default();

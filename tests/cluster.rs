@@ -1,0 +1,547 @@
+//! ClipQL on a Ballista cluster: a scheduler and executors started as
+//! separate `clipql` processes on 127.0.0.1, driven by `clipql sql
+//! --cluster` and `clipql classify --cluster` as a user runs them.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "support/s3.rs"]
+mod s3;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// `clipql`, cut off from the user's settings and the real hub and S3.
+fn clipql_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
+    cmd.current_dir(root())
+        .env_remove("CLIPQL_MODEL")
+        .env_remove("CLIPQL_CLUSTER")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .env_remove("RUST_LOG")
+        .env(
+            "HF_HOME",
+            std::env::temp_dir().join("clipql-tests-empty-hf-home"),
+        )
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws/credentials",
+        )
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
+        .env_remove("AWS_PROFILE");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") && k != "AWS_SHARED_CREDENTIALS_FILE" && k != "AWS_CONFIG_FILE" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The fixture photos plus one truncated JPEG, in a temporary folder.
+fn photos_with_a_bad_one() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(root().join("tests/fixtures/photos")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let jpeg = std::fs::read(root().join("tests/fixtures/photos/chelsea.jpg")).unwrap();
+    std::fs::write(dir.path().join("truncated.jpg"), &jpeg[..400]).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET, for the scheduler's REST API.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// A scheduler and executors, each a `clipql` process logging to a file;
+/// all killed on drop.
+struct Cluster {
+    port: u16,
+    scheduler: Child,
+    executors: Vec<Child>,
+    logs: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a scheduler and `n` executors (one task slot each, so that a
+    /// multi-task query must use both), with `env` on every process, and
+    /// waits until every executor has registered.
+    fn start(n: usize, env: &[(&str, &str)]) -> Self {
+        let logs = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let dir = logs.path().to_path_buf();
+        let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+        let spawn = |args: Vec<String>, name: &str| -> Child {
+            let mut cmd = clipql_command();
+            cmd.args(&args)
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log(name))
+                .stderr(log(&format!("{name}.err")));
+            cmd.spawn().unwrap()
+        };
+        let scheduler = spawn(
+            [
+                "scheduler",
+                "--bind-host",
+                "127.0.0.1",
+                "--bind-port",
+                &port.to_string(),
+                // A killed executor is noticed in seconds, not minutes.
+                "--executor-timeout-seconds",
+                "6",
+                "--expire-dead-executor-interval-seconds",
+                "1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "scheduler.log",
+        );
+        let mut cluster = Cluster {
+            port,
+            scheduler,
+            executors: Vec::new(),
+            logs,
+        };
+        cluster.wait_for("the scheduler", || {
+            http_get(port, "/api/executors").is_some()
+        });
+        for i in 0..n {
+            let executor = spawn(
+                [
+                    "executor",
+                    "--scheduler-host",
+                    "127.0.0.1",
+                    "--scheduler-port",
+                    &port.to_string(),
+                    "--bind-host",
+                    "127.0.0.1",
+                    "--bind-port",
+                    &free_port().to_string(),
+                    "--bind-grpc-port",
+                    &free_port().to_string(),
+                    "--bind-health-port",
+                    &free_port().to_string(),
+                    "--concurrent-tasks",
+                    "1",
+                    "--executor-heartbeat-interval-seconds",
+                    "1",
+                    "--model",
+                    "tests/fixtures/model",
+                ]
+                .map(String::from)
+                .to_vec(),
+                &format!("executor{i}.log"),
+            );
+            cluster.executors.push(executor);
+        }
+        cluster.wait_for("the executors to register", || {
+            http_get(port, "/api/executors").is_some_and(|body| {
+                serde_json::from_str::<Vec<serde_json::Value>>(&body).is_ok_and(|e| e.len() == n)
+            })
+        });
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self, name: &str) -> String {
+        let mut text = String::new();
+        for file in [name.to_string(), format!("{name}.err")] {
+            text += &std::fs::read_to_string(self.logs.path().join(file)).unwrap_or_default();
+        }
+        text
+    }
+
+    fn wait_for(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready() {
+            let exited = std::iter::once(&mut self.scheduler)
+                .chain(self.executors.iter_mut())
+                .any(|c| c.try_wait().unwrap().is_some());
+            if exited || Instant::now() > deadline {
+                panic!(
+                    "waiting for {what}: {}\nscheduler:\n{}\nexecutor0:\n{}",
+                    if exited {
+                        "a process exited"
+                    } else {
+                        "timed out"
+                    },
+                    self.log("scheduler.log"),
+                    self.log("executor0.log")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Tasks executor `i` has finished, by Ballista's own log lines.
+    fn finished_tasks(&self, i: usize) -> usize {
+        self.log(&format!("executor{i}.log"))
+            .matches("Finished task")
+            .count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.executors.iter_mut().chain([&mut self.scheduler]) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn jsonl(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const LABELS: &str = "['a photo of a cat', 'a photo of a dog', 'a photo of a rocket', \
+    'a photo of an astronaut', 'a cup of coffee', 'a page of text', 'a photo of coins']";
+
+/// The end-to-end query over `location`, in 4 scan partitions (so 4 tasks).
+fn query(location: &str) -> String {
+    format!(
+        "SET datafusion.execution.target_partitions = 4; \
+         CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION '{location}'; \
+         SELECT name, clip_classify(image, {LABELS}) AS label, clip_scores(image, {LABELS}) AS scores, \
+         clip_image_error(image) AS error FROM images ORDER BY name"
+    )
+}
+
+/// The same rows: names, labels, errors exactly; scores to 1e-6 (ONNX
+/// Runtime may sum in another order on another thread count).
+fn assert_same_rows(local: &[serde_json::Value], cluster: &[serde_json::Value]) {
+    assert_eq!(local.len(), cluster.len());
+    for (l, c) in local.iter().zip(cluster) {
+        assert_eq!(l["name"], c["name"]);
+        assert_eq!(l["label"], c["label"], "{}", l["name"]);
+        assert_eq!(l["error"], c["error"], "{}", l["name"]);
+        let (Some(ls), Some(cs)) = (l["scores"].as_array(), c["scores"].as_array()) else {
+            assert_eq!(l["scores"], c["scores"], "{}", l["name"]);
+            continue;
+        };
+        assert_eq!(ls.len(), cs.len());
+        for (a, b) in ls.iter().zip(cs) {
+            assert_eq!(a["label"], b["label"], "{}", l["name"]);
+            let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6, "{}: {a} vs {b}", l["name"]);
+        }
+    }
+}
+
+/// The issue's acceptance check, over a local folder and over S3, in SQL and
+/// with `classify`: the same rows as local mode, with tasks on both
+/// executors.
+#[test]
+fn a_cluster_gives_the_same_rows_as_local_mode() {
+    let photos = photos_with_a_bad_one();
+    let folder = format!("{}/", photos.path().display());
+    let server = s3::s3_server(photos.path());
+    let s3_env = [
+        ("AWS_ACCESS_KEY_ID", s3::S3_KEY),
+        ("AWS_SECRET_ACCESS_KEY", s3::S3_SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let cluster = Cluster::start(2, &s3_env);
+    let sql = |location: &str, cluster_url: Option<&str>| -> Vec<serde_json::Value> {
+        let mut cmd = clipql_command();
+        cmd.envs(s3_env).args([
+            "sql",
+            "--model",
+            "tests/fixtures/model",
+            "--format",
+            "jsonl",
+            "-c",
+            &query(location),
+        ]);
+        if let Some(url) = cluster_url {
+            cmd.args(["--cluster", url]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{location} on {cluster_url:?}: {}\nscheduler:\n{}",
+            stderr(&o),
+            cluster.log("scheduler.log")
+        );
+        jsonl(&o)
+    };
+    let local = sql(&folder, None);
+    assert_eq!(local.len(), 15);
+    let bad = local.iter().find(|r| r["name"] == "truncated.jpg").unwrap();
+    assert!(bad["label"].is_null() && bad["error"].is_string(), "{bad}");
+
+    let before = [cluster.finished_tasks(0), cluster.finished_tasks(1)];
+    assert_same_rows(&local, &sql(&folder, Some(&cluster.url())));
+    let after = [cluster.finished_tasks(0), cluster.finished_tasks(1)];
+    assert!(
+        after[0] > before[0] && after[1] > before[1],
+        "4 tasks with one slot per executor ran on both: {before:?} -> {after:?}"
+    );
+    assert_same_rows(
+        &local,
+        &sql("s3://photos-bucket/photos/", Some(&cluster.url())),
+    );
+
+    // `classify` writes the same file either way.
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = [
+        dir.path().join("local.jsonl"),
+        dir.path().join("cluster.jsonl"),
+    ];
+    for (out, url) in outputs.iter().zip([None, Some(cluster.url())]) {
+        let mut cmd = clipql_command();
+        cmd.args([
+            "classify",
+            &folder,
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "cat",
+            "dog",
+            "rocket",
+            "--template",
+            "a photo of a {}",
+            "--set",
+            "datafusion.execution.target_partitions=4",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        if let Some(url) = &url {
+            cmd.args(["--cluster", url]);
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "one image is corrupt: {}",
+            stderr(&o)
+        );
+    }
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        rows.sort_by_key(|r| r["path"].as_str().unwrap().to_string());
+        rows
+    };
+    let (local, remote) = (read(&outputs[0]), read(&outputs[1]));
+    assert_eq!(local.len(), 15);
+    for (l, r) in local.iter().zip(&remote) {
+        assert_eq!(l["path"], r["path"]);
+        assert_eq!(l["label"], r["label"]);
+        assert_eq!(l["error"], r["error"]);
+    }
+}
+
+/// Misuse and failures read as in local mode: a planning error names the
+/// fix, a bad image is a NULL with its reason (above), and a table whose S3
+/// credentials are in OPTIONS is refused rather than shipped.
+#[test]
+fn cluster_errors_read_as_in_local_mode() {
+    let photos = photos_with_a_bad_one();
+    let cluster = Cluster::start(1, &[]);
+    let run = |sql: &str| {
+        clipql_command()
+            .args([
+                "sql",
+                "--model",
+                "tests/fixtures/model",
+                "--cluster",
+                &cluster.url(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run(
+        "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 'tests/fixtures/photos/'; \
+         SELECT clip_classify(name, ['a', 'b']) FROM images",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("expects the image as Binary"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(
+        "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 's3://bucket/photos/' \
+         OPTIONS ('aws.access_key_id' 'AKIA-SENTINEL', 'aws.secret_access_key' 'SECRET-SENTINEL', \
+         'aws.region' 'us-east-1'); SELECT count(*) FROM images",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("credentials never go into a plan"), "{err}");
+    assert!(!err.contains("SECRET-SENTINEL"), "{err}");
+
+    // Strict mode fails the query on the first bad image, naming it.
+    let o = run(&format!(
+        "SET clip.on_error = 'fail'; \
+         CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION '{}/'; \
+         SELECT clip_classify(image, ['a', 'b']) FROM images",
+        photos.path().display()
+    ));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("cannot decode JPEG image"), "{err}");
+    assert!(err.contains("SET clip.on_error = 'null'"), "{err}");
+}
+
+/// Killing an executor while a multi-task query runs: Ballista notices the
+/// lost executor (missed heartbeats), re-runs its tasks on the survivor and
+/// the query completes with every row; it never returns part of the rows.
+#[test]
+fn killing_an_executor_mid_query_never_loses_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = root().join("tests/fixtures/photos");
+    let mut n = 0;
+    for copy in 0..12 {
+        for entry in std::fs::read_dir(&photos).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() == "LICENSES.md" {
+                continue;
+            }
+            std::fs::copy(
+                entry.path(),
+                dir.path()
+                    .join(format!("{copy:02}_{}", entry.file_name().to_string_lossy())),
+            )
+            .unwrap();
+            n += 1;
+        }
+    }
+    let mut cluster = Cluster::start(2, &[]);
+    let sql = format!(
+        "SET datafusion.execution.target_partitions = 8; SET clip.batch_size = 1; \
+         CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION '{}/'; \
+         SELECT name, clip_classify(image, ['a photo of a cat', 'a photo of a dog']) AS label FROM images",
+        dir.path().display()
+    );
+    let client = clipql_command()
+        .args([
+            "sql",
+            "--model",
+            "tests/fixtures/model",
+            "--format",
+            "jsonl",
+            "--cluster",
+            &cluster.url(),
+            "-c",
+            &sql,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill executor 1 as soon as it has started a task of this query.
+    let log = cluster.logs.path().join("executor1.log");
+    cluster.wait_for("executor 1 to start a task", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Execute task"))
+    });
+    cluster.executors[1].kill().unwrap();
+    cluster.executors[1].wait().unwrap();
+    let o = client.wait_with_output().unwrap();
+    if o.status.success() {
+        let rows = jsonl(&o);
+        assert_eq!(rows.len(), n, "a successful query has every row");
+        assert!(rows.iter().all(|r| r["name"].is_string()));
+    } else {
+        let err = stderr(&o);
+        assert!(!err.trim().is_empty(), "a failed query says why");
+        assert!(
+            stdout(&o).trim().is_empty(),
+            "no partial result: {}",
+            stdout(&o)
+        );
+        panic!(
+            "documented behaviour is that Ballista re-runs the lost tasks, but the query \
+             failed: {err}\nscheduler:\n{}",
+            cluster.log("scheduler.log")
+        );
+    }
+}
+
+#[test]
+fn a_dead_scheduler_is_a_clear_error_within_seconds() {
+    let port = free_port();
+    let started = Instant::now();
+    let o = clipql_command()
+        .args([
+            "sql",
+            "--cluster",
+            &format!("df://127.0.0.1:{port}"),
+            "-c",
+            "SELECT 1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot reach the Ballista scheduler at df://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("clipql scheduler --bind-host 127.0.0.1"),
+        "{err}"
+    );
+
+    let o = clipql_command()
+        .args(["sql", "--cluster", "127.0.0.1:50050", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("df://HOST:PORT"), "{}", stderr(&o));
+}

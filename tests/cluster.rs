@@ -491,7 +491,17 @@ fn killing_an_executor_mid_query_never_loses_rows() {
     });
     cluster.executors[1].kill().unwrap();
     cluster.executors[1].wait().unwrap();
+    let killed = Instant::now();
     let o = client.wait_with_output().unwrap();
+    eprintln!(
+        "query ended {:?} after the kill; scheduler: {:?}",
+        killed.elapsed(),
+        cluster
+            .log("scheduler.log")
+            .lines()
+            .filter(|l| l.contains("Removing executor") || l.contains("lost"))
+            .collect::<Vec<_>>()
+    );
     if o.status.success() {
         let rows = jsonl(&o);
         assert_eq!(rows.len(), n, "a successful query has every row");

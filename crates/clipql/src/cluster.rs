@@ -89,7 +89,10 @@ async fn prepare_model(model: &str, dtype: Dtype) -> Result<String, DataFusionEr
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     log::info!("model {model} ({dtype}) at {}", dir.display());
     Ok(if std::path::Path::new(model).exists() {
-        dir.to_string_lossy().into_owned()
+        std::fs::canonicalize(&dir)
+            .unwrap_or(dir)
+            .to_string_lossy()
+            .into_owned()
     } else {
         model.to_string()
     })

@@ -530,7 +530,10 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
 fn cluster_model_name(given: Option<&str>, dir: &std::path::Path) -> String {
     match given {
         Some(name) if !std::path::Path::new(name).exists() => name.to_string(),
-        Some(_) => dir.to_string_lossy().into_owned(),
+        Some(_) => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .to_string_lossy()
+            .into_owned(),
         None => clip_runtime::hub::DEFAULT_MODEL.to_string(),
     }
 }

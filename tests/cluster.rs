@@ -330,19 +330,33 @@ fn a_cluster_gives_the_same_rows_as_local_mode() {
         &sql("s3://photos-bucket/photos/", Some(&cluster.url())),
     );
 
-    // `classify` writes the same file either way.
+    // `classify` and `embed` write the same files either way; each run
+    // exits 3 because one image is corrupt. Rows sorted by path.
     let dir = tempfile::tempdir().unwrap();
-    let outputs = [
-        dir.path().join("local.jsonl"),
-        dir.path().join("cluster.jsonl"),
-    ];
-    for (out, url) in outputs.iter().zip([None, Some(cluster.url())]) {
-        let mut cmd = clipql_command();
-        cmd.args([
+    let both = |args: &[&str], name: &str| -> [Vec<serde_json::Value>; 2] {
+        [None, Some(cluster.url())].map(|url| {
+            let out = dir.path().join(format!("{name}.{}.jsonl", url.is_some()));
+            let mut cmd = clipql_command();
+            cmd.args(args)
+                .args([&folder, "--model", "tests/fixtures/model", "--output"])
+                .arg(&out);
+            if let Some(url) = &url {
+                cmd.args(["--cluster", url]);
+            }
+            let o = cmd.output().unwrap();
+            assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+            let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            rows.sort_by_key(|r| r["path"].as_str().unwrap().to_string());
+            rows
+        })
+    };
+    let [local, remote] = both(
+        &[
             "classify",
-            &folder,
-            "--model",
-            "tests/fixtures/model",
             "--labels",
             "cat",
             "dog",
@@ -351,35 +365,29 @@ fn a_cluster_gives_the_same_rows_as_local_mode() {
             "a photo of a {}",
             "--set",
             "datafusion.execution.target_partitions=4",
-            "--output",
-            out.to_str().unwrap(),
-        ]);
-        if let Some(url) = &url {
-            cmd.args(["--cluster", url]);
-        }
-        let o = cmd.output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(3),
-            "one image is corrupt: {}",
-            stderr(&o)
-        );
-    }
-    let read = |p: &Path| -> Vec<serde_json::Value> {
-        let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        rows.sort_by_key(|r| r["path"].as_str().unwrap().to_string());
-        rows
-    };
-    let (local, remote) = (read(&outputs[0]), read(&outputs[1]));
+        ],
+        "classify",
+    );
     assert_eq!(local.len(), 15);
     for (l, r) in local.iter().zip(&remote) {
         assert_eq!(l["path"], r["path"]);
         assert_eq!(l["label"], r["label"]);
         assert_eq!(l["error"], r["error"]);
+    }
+
+    let [local, remote] = both(&["embed"], "embed");
+    assert_eq!(local.len(), 15);
+    for (l, r) in local.iter().zip(&remote) {
+        assert_eq!(l["path"], r["path"]);
+        assert_eq!(l["error"], r["error"]);
+        let (Some(le), Some(re)) = (l["embedding"].as_array(), r["embedding"].as_array()) else {
+            assert!(l["embedding"].is_null() && r["embedding"].is_null());
+            continue;
+        };
+        assert_eq!(le.len(), re.len());
+        for (a, b) in le.iter().zip(re) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-6);
+        }
     }
 }
 
@@ -436,6 +444,7 @@ fn cluster_errors_read_as_in_local_mode() {
     let err = stderr(&o);
     assert!(err.contains("cannot decode JPEG image"), "{err}");
     assert!(err.contains("SET clip.on_error = 'null'"), "{err}");
+    assert!(!err.contains("DataFusionError("), "no Debug text: {err}");
 }
 
 /// Killing an executor while a multi-task query runs: Ballista notices the

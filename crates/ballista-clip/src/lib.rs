@@ -199,9 +199,93 @@ pub async fn remote_context(url: &str, config: SessionConfig) -> Result<SessionC
     Ok(ctx)
 }
 
+/// What Ballista puts before a failed task's error, which it writes with
+/// `Debug` (`DataFusionError(Shared(External(...Execution("..."))))`).
+const TASK_ERROR: &str = "Task failed due to runtime execution error: ";
+
+/// Rewrites a query error from the cluster so that it reads as in local
+/// mode: Ballista reports a failed task's error as its `Debug` text, and this
+/// keeps the messages inside it (`Job … failed: … clip_classify: the image in
+/// row 0 …`). Any other message is returned unchanged.
+pub fn readable_error(message: &str) -> String {
+    let Some(at) = message.find(TASK_ERROR) else {
+        return message.to_string();
+    };
+    let (head, debug) = message.split_at(at + TASK_ERROR.len());
+    let mut messages = Vec::new();
+    let mut rest = debug;
+    // Each `Variant("…")` holds one message; struct fields (`store: "S3"`)
+    // are not messages.
+    while let Some(start) = rest.find("(\"") {
+        let Some((text, after)) = debug_string(&rest[start + 2..]) else {
+            break;
+        };
+        messages.push(text);
+        rest = after;
+    }
+    if messages.is_empty() {
+        return message.to_string();
+    }
+    format!(
+        "{}{}",
+        head.trim_end_matches(TASK_ERROR),
+        messages.join(": ")
+    )
+}
+
+/// A `Debug`-quoted string's text (from just after its opening quote), and
+/// what follows its closing quote.
+fn debug_string(s: &str) -> Option<(String, &str)> {
+    let mut text = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((text, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => text.push('\n'),
+                'r' => text.push('\r'),
+                't' => text.push('\t'),
+                '0' => text.push('\0'),
+                'u' => {
+                    let (open, _) = chars.next()?;
+                    let close = s[open..].find('}')? + open;
+                    let code = u32::from_str_radix(&s[open + 1..close], 16).ok()?;
+                    text.push(char::from_u32(code)?);
+                    while chars.next()?.0 < close {}
+                }
+                other => text.push(other),
+            },
+            c => text.push(c),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_errors_read_as_in_local_mode() {
+        let raw = "Job 038H failed: Job failed due to stage 0 failed: Task failed due to runtime \
+                   execution error: DataFusionError(Shared(External(DataFusionError(Execution(\
+                   \"clip_classify: the image in row 0 cannot be used: cannot decode \\\"x\\\" \
+                   \\u{e9}t\\u{e9}. SET clip.on_error = 'null'\")))))";
+        assert_eq!(
+            readable_error(raw),
+            "Job 038H failed: Job failed due to stage 0 failed: clip_classify: the image in \
+             row 0 cannot be used: cannot decode \"x\" \u{e9}t\u{e9}. SET clip.on_error = 'null'"
+        );
+        let nested = "Task failed due to runtime execution error: DataFusionError(Context(\"reading \
+                      s3://b/k.jpg\", ObjectStore(NotFound { path: \"k.jpg\" })))";
+        assert_eq!(readable_error(nested), "reading s3://b/k.jpg");
+        for plain in [
+            "Error during planning: clip_classify takes 2 arguments",
+            "Task failed due to runtime execution error: Cancelled",
+        ] {
+            assert_eq!(readable_error(plain), plain);
+        }
+    }
 
     #[test]
     fn cluster_urls() {

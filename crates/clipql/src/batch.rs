@@ -871,8 +871,8 @@ pub async fn run(job: Job) -> Result<Summary> {
     }
     if job.verbose && job.cluster.is_some() {
         eprintln!(
-            "--verbose: on a cluster the model's work is counted on the executors; the \
-             scheduler's job view shows it per stage (GET /api/job/JOB_ID/stages)"
+            "--verbose: the model's counters are local-mode only; on a cluster, the \
+             scheduler's job view has each stage's metrics (GET /api/job/JOB_ID)"
         );
     } else if job.verbose {
         let work = datafusion_clip::ClipMetricsExec::total(plan.as_ref());

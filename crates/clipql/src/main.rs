@@ -541,11 +541,13 @@ fn cluster_model_name(given: Option<&str>, dir: &std::path::Path) -> String {
 /// Prints an error and its causes. DataFusion's errors already render their
 /// context chain in `Display`, so a cause is printed only if it adds text.
 fn print_error(e: &dyn std::error::Error) {
-    let mut printed = e.to_string();
+    // A cluster's task errors arrive as Ballista's Debug text: keep the
+    // messages inside, as local mode prints them.
+    let mut printed = ballista_clip::readable_error(&e.to_string());
     eprintln!("error: {printed}");
     let mut source = e.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
+        let text = ballista_clip::readable_error(&cause.to_string());
         if !printed.contains(&text) {
             eprintln!("  caused by: {text}");
             printed.push_str(&text);

@@ -426,3 +426,110 @@ impl PhysicalExtensionCodec for ClipPhysicalCodec {
         self.inner.try_encode_udwf(node, buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+    use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+    use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
+
+    const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/photos/");
+
+    fn context() -> SessionContext {
+        let ctx = SessionContext::new_with_config(crate::session_config());
+        crate::register_all(&ctx).unwrap();
+        ctx
+    }
+
+    /// A plan survives the trip through protobuf: the same plan text, and
+    /// the decoded physical plan runs (every file once).
+    #[tokio::test]
+    async fn plans_round_trip_through_protobuf() {
+        let ctx = context();
+        let table = ImageTable::try_new(&[PHOTOS.to_string()], vec![], vec![])
+            .unwrap()
+            .with_skip(HashSet::from([FileKey {
+                path: "file:///nowhere/x.jpg".into(),
+                size: 1,
+                modified: 2,
+            }]));
+        ctx.register_table("images", Arc::new(table)).unwrap();
+        let df = ctx
+            .sql("SELECT name, size FROM images ORDER BY name")
+            .await
+            .unwrap();
+
+        let logical = df.logical_plan().clone();
+        let codec = ClipLogicalCodec::new(Arc::new(DefaultLogicalExtensionCodec {}));
+        let bytes = logical_plan_to_bytes_with_extension_codec(&logical, &codec).unwrap();
+        let decoded =
+            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+        assert_eq!(format!("{logical}"), format!("{decoded}"));
+
+        let physical = df.create_physical_plan().await.unwrap();
+        // A metrics wrapper, as ClipMetricsRule plants one, travels too.
+        let physical: Arc<dyn ExecutionPlan> = Arc::new(ClipMetricsExec::new(
+            physical,
+            BTreeSet::from(["clip_classify".to_string()]),
+        ));
+        let codec = ClipPhysicalCodec::new(Arc::new(DefaultPhysicalExtensionCodec {}));
+        let bytes =
+            physical_plan_to_bytes_with_extension_codec(Arc::clone(&physical), &codec).unwrap();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+        let text = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(true).to_string();
+        assert_eq!(text(&physical), text(&decoded));
+        assert!(
+            text(&decoded).contains("ImageScanExec: files=14"),
+            "{}",
+            text(&decoded)
+        );
+        let rows: usize = collect(decoded, ctx.task_ctx())
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 14);
+    }
+
+    #[tokio::test]
+    async fn store_credentials_never_go_into_a_plan() {
+        let ctx = context();
+        ctx.sql(
+            "CREATE EXTERNAL TABLE s3images STORED AS IMAGE LOCATION 's3://bucket/photos/' \
+             OPTIONS ('aws.access_key_id' 'AKIA', 'aws.secret_access_key' 'SENTINEL-SECRET', \
+             'aws.region' 'us-east-1')",
+        )
+        .await
+        .unwrap();
+        let plan = ctx
+            .sql("SELECT name FROM s3images")
+            .await
+            .unwrap()
+            .logical_plan()
+            .clone();
+        let codec = ClipLogicalCodec::new(Arc::new(DefaultLogicalExtensionCodec {}));
+        let e = logical_plan_to_bytes_with_extension_codec(&plan, &codec)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("credentials never go into a plan"), "{e}");
+        assert!(!e.contains("SENTINEL-SECRET"), "{e}");
+    }
+
+    #[test]
+    fn payloads_of_another_version_are_refused_by_name() {
+        let e = decode(b"\xffclipql9{}").unwrap_err().to_string();
+        assert!(e.contains("another ClipQL version"), "{e}");
+        assert!(
+            decode(b"\x0a\x02hi").unwrap().is_none(),
+            "not ours: the inner codec's"
+        );
+    }
+}

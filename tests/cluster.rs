@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[allow(dead_code)] // cli.rs uses the rest
+#[path = "support/hub.rs"]
+mod hub;
 #[path = "support/s3.rs"]
 mod s3;
 
@@ -96,8 +99,16 @@ struct Cluster {
 impl Cluster {
     /// Starts a scheduler and `n` executors (one task slot each, so that a
     /// multi-task query must use both), with `env` on every process, and
-    /// waits until every executor has registered.
+    /// waits until every executor has registered. Executors get `--model
+    /// tests/fixtures/model`.
     fn start(n: usize, env: &[(&str, &str)]) -> Self {
+        Self::start_with_model(n, env, "tests/fixtures/model")
+    }
+
+    /// [`Cluster::start`] with `--model MODEL` on the scheduler and the
+    /// executors. Each process has its own empty HF cache (`HF_HOME` under
+    /// `logs`), as separate machines would.
+    fn start_with_model(n: usize, env: &[(&str, &str)], model: &str) -> Self {
         let logs = tempfile::tempdir().unwrap();
         let port = free_port();
         let dir = logs.path().to_path_buf();
@@ -106,6 +117,7 @@ impl Cluster {
             let mut cmd = clipql_command();
             cmd.args(&args)
                 .envs(env.iter().copied())
+                .env("HF_HOME", dir.join(format!("{name}.hf")))
                 .stdin(Stdio::null())
                 .stdout(log(name))
                 .stderr(log(&format!("{name}.err")));
@@ -123,6 +135,8 @@ impl Cluster {
                 "6",
                 "--expire-dead-executor-interval-seconds",
                 "1",
+                "--model",
+                model,
             ]
             .map(String::from)
             .to_vec(),
@@ -158,7 +172,7 @@ impl Cluster {
                     "--executor-heartbeat-interval-seconds",
                     "1",
                     "--model",
-                    "tests/fixtures/model",
+                    model,
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -563,4 +577,44 @@ fn a_dead_scheduler_is_a_clear_error_within_seconds() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("df://HOST:PORT"), "{}", stderr(&o));
+}
+
+/// `--model REPO_ID`: the scheduler and each executor pull the model into
+/// their own HF cache at start, and the client sends the repo id, not its
+/// own cache path. The rows are those of the same model from a folder.
+#[test]
+fn executors_pull_a_repo_id_at_start() {
+    let hub = hub::StandInHub::start(&[("test/tiny-clip", &root().join("tests/fixtures/model"))]);
+    let cluster =
+        Cluster::start_with_model(1, &[("HF_ENDPOINT", hub.url.as_str())], "test/tiny-clip");
+    for process in ["scheduler.log", "executor0.log"] {
+        let snapshot = cluster
+            .logs
+            .path()
+            .join(format!(
+                "{process}.hf/hub/models--test--tiny-clip/snapshots"
+            ))
+            .join(hub::COMMIT);
+        assert!(
+            snapshot.join("onnx/vision_model.onnx").is_file(),
+            "{process} pulled the model"
+        );
+    }
+    let client_home = tempfile::tempdir().unwrap();
+    let run = |model: &str, url: Option<&str>| -> Vec<serde_json::Value> {
+        let mut cmd = clipql_command();
+        cmd.env("HF_ENDPOINT", &hub.url)
+            .env("HF_HOME", client_home.path())
+            .args(["sql", "--model", model, "--format", "jsonl", "-c"])
+            .arg(query("tests/fixtures/photos/"));
+        if let Some(url) = url {
+            cmd.args(["--cluster", url]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{model}: {}", stderr(&o));
+        jsonl(&o)
+    };
+    let local = run("tests/fixtures/model", None);
+    assert_eq!(local.len(), 14);
+    assert_same_rows(&local, &run("test/tiny-clip", Some(&cluster.url())));
 }

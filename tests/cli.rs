@@ -602,7 +602,10 @@ fn classify_on_error_fail_writes_nothing_and_exits_1() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot be used"), "{}", stderr(&o));
+    // The error names the file and its reason.
+    let err = stderr(&o);
+    assert!(err.contains("tests/fixtures/table/"), "{err}");
+    assert!(err.contains("Stopped by --on-error fail"), "{err}");
     // No output, no partial file: only the journal of the rows finished
     // before the failure, for --resume.
     let left = files_in(dir.path());
@@ -1677,4 +1680,101 @@ fn classify_resume_continues_a_killed_run_and_skips_finished_images() {
         "{}",
         stderr(&o)
     );
+}
+
+/// The bad-input corpus through `classify`: one row per file, a NULL label
+/// and a specific reason for each bad one (the same reasons as SQL gives,
+/// sql/corpus.slt), exit code 3, and peak RSS under 1 GB.
+#[test]
+fn classify_keeps_a_row_for_every_file_of_the_bad_input_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("corpus.jsonl");
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/corpus/",
+        "--labels",
+        "cat",
+        "dog",
+        "--verbose",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let rows = jsonl_rows(&out);
+    assert_eq!(rows.len(), 18);
+    let reason = |name: &str| -> Option<String> {
+        let row = rows
+            .iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        assert_eq!(row["label"].is_null(), !row["error"].is_null(), "{row}");
+        row["error"].as_str().map(str::to_string)
+    };
+    for good in [
+        "animated.gif",
+        "cmyk.jpg",
+        "gray16.png",
+        "one_pixel.png",
+        "palette.png",
+        "retina.tiff",
+        "wide_10000x10.png",
+    ] {
+        assert_eq!(reason(good), None, "{good}");
+    }
+    for (bad, why) in [
+        ("bomb_60000x60000.png", "over the 89478485-pixel limit"),
+        ("empty.jpg", "empty image (0 bytes)"),
+        (
+            "garbage_header.bmp",
+            "unsupported or unrecognised image format",
+        ),
+        ("garbage_header.gif", "cannot decode GIF image"),
+        ("garbage_header.webp", "cannot decode WEBP image"),
+        ("notes_text.jpg", "the bytes are text, not an image"),
+        ("page_html.png", "the bytes are HTML, not an image"),
+        (
+            "random_bytes.jpg",
+            "unsupported or unrecognised image format",
+        ),
+        (
+            "truncated.png",
+            "cannot decode PNG image: unexpected end of file",
+        ),
+        ("truncated_header.jpg", "cannot decode JPEG image"),
+        ("truncated_scan.jpg", "the file is truncated"),
+    ] {
+        let got = reason(bad).unwrap_or_else(|| panic!("{bad} was classified"));
+        assert!(got.contains(why), "{bad}: {got}");
+    }
+    let err = stderr(&o);
+    let mb: f64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("peak RSS: ")?
+                .strip_suffix(" MB")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    assert!(mb < 1024.0, "peak RSS {mb} MB");
+
+    // Strict mode stops at the first bad file, naming it.
+    let o = clipql_fixture(&[
+        "classify",
+        "tests/fixtures/corpus/",
+        "--labels",
+        "cat",
+        "dog",
+        "--on-error",
+        "fail",
+        "--output",
+        dir.path().join("strict.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("tests/fixtures/corpus/") && err.contains("Stopped by --on-error fail"),
+        "{err}"
+    );
+    assert!(!dir.path().join("strict.jsonl").exists());
 }

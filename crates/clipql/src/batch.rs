@@ -29,6 +29,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBat
 use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::writer::{LineDelimited, LineDelimitedWriter, WriterBuilder};
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::{DataFusionError, Result};
@@ -105,6 +106,11 @@ pub struct Summary {
     pub resumed: u64,
     /// Images without one, by reason.
     pub failed: BTreeMap<String, u64>,
+    /// `--on-error fail`: the first failed image stops the job, naming its
+    /// file. (The session runs with `clip.on_error = 'null'`, so that the
+    /// failure arrives as a row, with its path, instead of as a function
+    /// error that knows only the image's bytes.)
+    fail_fast: bool,
 }
 
 impl Summary {
@@ -113,14 +119,29 @@ impl Summary {
         self.failed.values().sum()
     }
 
-    /// Counts a failed row under the reason in its `error` column.
-    fn record_failure(&mut self, errors: &StringArray, row: usize) {
+    /// Counts a failed row under the reason in its `error` column, or with
+    /// `fail_fast` stops with an error naming the row's file (`path`, the
+    /// batch's first column).
+    fn record_failure(
+        &mut self,
+        batch: &RecordBatch,
+        errors: &StringArray,
+        row: usize,
+    ) -> Result<()> {
         let reason = if errors.is_null(row) {
             "unknown error"
         } else {
             errors.value(row)
         };
+        if self.fail_fast {
+            let path = array_value_to_string(batch.column(0), row)?;
+            return Err(DataFusionError::Execution(format!(
+                "{path}: {reason}. Stopped by --on-error fail; without it, such an image gets \
+                 a NULL label and its reason in `error`, and the job goes on"
+            )));
+        }
         *self.failed.entry(reason.to_string()).or_default() += 1;
+        Ok(())
     }
 }
 
@@ -334,7 +355,7 @@ impl Reshaper {
         let mut rows: Vec<Option<Vec<(String, f32)>>> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if scores.is_null(row) {
-                summary.record_failure(errors, row);
+                summary.record_failure(batch, errors, row)?;
                 rows.push(None);
                 continue;
             }
@@ -415,16 +436,17 @@ impl Progress {
 }
 
 /// `embed` rows pass through; only the failures are counted.
-fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) {
+fn count_embed_failures(batch: &RecordBatch, summary: &mut Summary) -> Result<()> {
     let embeddings = batch.column(3);
     let errors = batch.column(4).as_string::<i32>();
     for row in 0..batch.num_rows() {
         if embeddings.is_null(row) {
-            summary.record_failure(errors, row);
+            summary.record_failure(batch, errors, row)?;
         } else {
             summary.classified += 1;
         }
     }
+    Ok(())
 }
 
 fn is_parquet_source(source: &str) -> bool {
@@ -723,7 +745,8 @@ pub async fn run(job: Job) -> Result<Summary> {
         ("clip.dtype".into(), job.dtype.to_string()),
         (
             "clip.on_error".into(),
-            if job.fail_on_error { "fail" } else { "null" }.into(),
+            // `--on-error fail` is handled row by row (Summary::record_failure).
+            "null".into(),
         ),
     ];
     if let Some(b) = job.batch_size {
@@ -807,7 +830,10 @@ pub async fn run(job: Job) -> Result<Summary> {
         start: Instant::now(),
     };
     let mut output = Output::create(job.output.as_deref(), &schema)?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        fail_fast: job.fail_on_error,
+        ..Summary::default()
+    };
     let planned = started.elapsed();
     let mut first_row = None;
     let mut stream = execute_stream(Arc::clone(&plan), ctx.task_ctx())?;
@@ -823,7 +849,7 @@ pub async fn run(job: Job) -> Result<Summary> {
                 None => {
                     let batch =
                         RecordBatch::try_new(Arc::clone(&schema), batch?.columns().to_vec())?;
-                    count_embed_failures(&batch, &mut summary);
+                    count_embed_failures(&batch, &mut summary)?;
                     batch
                 }
             };

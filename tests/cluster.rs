@@ -618,3 +618,94 @@ fn executors_pull_a_repo_id_at_start() {
     assert_eq!(local.len(), 14);
     assert_same_rows(&local, &run("test/tiny-clip", Some(&cluster.url())));
 }
+
+/// No credential appears in any output: not in results, EXPLAIN, errors,
+/// `--verbose`, or the scheduler's and executor's logs at debug level, on
+/// success or on failure. The secrets are sentinels.
+#[test]
+fn secrets_never_appear_in_errors_logs_or_explain() {
+    const TOKEN: &str = "SENTINEL-TOKEN-77e1";
+    const WRONG: &str = "SENTINEL-WRONG-SECRET-3c9d";
+    let photos = photos_with_a_bad_one();
+    let server = s3::s3_server(photos.path());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", s3::S3_KEY),
+        ("AWS_SECRET_ACCESS_KEY", s3::S3_SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("RUST_LOG", "debug"),
+    ];
+    let cluster = Cluster::start(1, &env);
+    let mut outputs = Vec::new();
+    let mut run = |extra_env: &[(&str, &str)], args: &[&str]| {
+        let o = clipql_command()
+            .envs(env)
+            .envs(extra_env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        // What the process printed (not its arguments, which hold secrets).
+        outputs.push(format!("{}\n{}", stdout(&o), stderr(&o)));
+        o.status.success()
+    };
+    let query = "CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION 's3://photos-bucket/photos/'; \
+                 EXPLAIN VERBOSE SELECT name, clip_classify(image, ['a', 'b']) FROM images";
+    let url = cluster.url();
+    let local_sql = ["sql", "-c", query, "--model", "tests/fixtures/model"];
+    let mut cluster_sql = local_sql.to_vec();
+    cluster_sql.extend(["--cluster", &url]);
+    // Success, locally and on the cluster.
+    assert!(run(&[], &local_sql));
+    assert!(run(&[], &cluster_sql));
+    let classify = [
+        "classify",
+        "s3://photos-bucket/photos/",
+        "--model",
+        "tests/fixtures/model",
+        "--labels",
+        "cat",
+        "--verbose",
+    ];
+    assert!(!run(&[], &classify), "the bad image makes it exit 3");
+    let mut on_cluster = classify.to_vec();
+    on_cluster.extend(["--cluster", &url]);
+    assert!(!run(&[], &on_cluster));
+    // Failure: a wrong secret and a session token, locally and on the cluster
+    // (the executors keep the right ones, so that query's listing fails on
+    // the client only if it lists).
+    let bad = [
+        ("AWS_SECRET_ACCESS_KEY", WRONG),
+        ("AWS_SESSION_TOKEN", TOKEN),
+    ];
+    assert!(!run(&bad, &classify));
+    run(&bad, &cluster_sql);
+    // Table OPTIONS carrying them.
+    let options = format!(
+        "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://photos-bucket/photos/' \
+         OPTIONS ('aws.access_key_id' '{}', 'aws.secret_access_key' '{WRONG}', \
+         'aws.session_token' '{TOKEN}', 'aws.endpoint' '{}', 'aws.allow_http' 'true'); \
+         EXPLAIN SELECT name FROM t; SELECT count(*) FROM t",
+        s3::S3_KEY,
+        server.endpoint
+    );
+    assert!(!run(&[], &["sql", "-c", &options]));
+    assert!(!run(&[], &["sql", "-c", &options, "--cluster", &url]));
+
+    outputs.push(cluster.log("scheduler.log"));
+    outputs.push(cluster.log("executor0.log"));
+    assert!(
+        outputs[4].contains("403") || outputs[4].to_lowercase().contains("signature"),
+        "the wrong secret was used: {}",
+        outputs[4]
+    );
+    assert!(
+        outputs[9].contains("Finished task") && outputs[9].contains("DEBUG"),
+        "the executor read S3 and logged at debug level"
+    );
+    for text in &outputs {
+        for secret in [s3::S3_SECRET, TOKEN, WRONG] {
+            assert!(!text.contains(secret), "{secret} leaked in:\n{text}");
+        }
+    }
+}

@@ -311,6 +311,64 @@ fn a_missing_onnx_runtime_names_the_setup_command() {
     assert!(err.contains("cargo xtask setup"), "{err}");
 }
 
+/// A stand-in for an ONNX Runtime library, built with the C compiler the
+/// build already needs (libjpeg-turbo): `OrtGetApiBase` reporting `version`,
+/// or no ONNX Runtime symbols at all.
+fn fake_onnxruntime(dir: &Path, version: Option<&str>) -> PathBuf {
+    let source = dir.join("fake_ort.c");
+    let body = match version {
+        Some(v) => format!(
+            "typedef struct {{ const void* (*GetApi)(unsigned); const char* (*GetVersionString)(void); }} B;\n\
+             static const void* api(unsigned v) {{ (void)v; return 0; }}\n\
+             static const char* ver(void) {{ return \"{v}\"; }}\n\
+             static B base = {{ api, ver }};\n\
+             const B* OrtGetApiBase(void) {{ return &base; }}\n"
+        ),
+        None => "int not_onnxruntime(void) { return 1; }\n".to_string(),
+    };
+    std::fs::write(&source, body).unwrap();
+    let lib = dir.join(format!("libonnxruntime.so.{}", version.unwrap_or("0")));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    lib
+}
+
+#[test]
+fn an_incompatible_onnx_runtime_names_both_versions_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    for (version, expected) in [
+        (
+            Some("1.10.0"),
+            "expected version >= '1.31.x', but got '1.10.0'",
+        ),
+        (None, "does not export `OrtGetApiBase`"),
+    ] {
+        let lib = fake_onnxruntime(dir.path(), version);
+        let o = clipql_command()
+            .args([
+                "sql",
+                "--model",
+                "tests/fixtures/model",
+                "-c",
+                "SELECT clip_text_embedding('a cat')",
+            ])
+            .env("ORT_DYLIB_PATH", &lib)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{version:?}");
+        let err = stderr(&o);
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("cargo xtask setup"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()

@@ -330,17 +330,7 @@ fn missing_files_name_the_file_and_the_fix() {
         .to_string();
     assert!(err.contains("onnx/vision_model.onnx"), "{err}");
     // A directory with only the fp32 towers, asked for another dtype.
-    let model = fixtures().join("model");
-    std::fs::create_dir_all(dir.path().join("onnx")).unwrap();
-    for file in [
-        "config.json",
-        "preprocessor_config.json",
-        "tokenizer.json",
-        "onnx/vision_model.onnx",
-        "onnx/text_model.onnx",
-    ] {
-        std::fs::copy(model.join(file), dir.path().join(file)).unwrap();
-    }
+    let dir = model_copy();
     let err = ClipModel::load(dir.path(), ModelOptions::default().with_dtype(Dtype::Fp16))
         .unwrap_err()
         .to_string();
@@ -400,4 +390,88 @@ fn fast_jpeg_decodes_large_photos_small_and_embeds_them_nearly_alike() {
         s_full[0].as_ref().unwrap()[..],
         s_fast[0].as_ref().unwrap()[..]
     );
+}
+
+/// A copy of the fixture model in a temporary folder, for breaking.
+fn model_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("model");
+    std::fs::create_dir_all(dir.path().join("onnx")).unwrap();
+    for file in [
+        "config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "onnx/vision_model.onnx",
+        "onnx/text_model.onnx",
+    ] {
+        if model.join(file).exists() {
+            std::fs::copy(model.join(file), dir.path().join(file)).unwrap();
+        }
+    }
+    dir
+}
+
+/// Edits the copy's config.json.
+fn edit_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+fn load_error(dir: &std::path::Path) -> String {
+    match ClipModel::load(dir, ModelOptions::default()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A model folder whose parts do not fit together fails to load with one
+/// error naming the file, what is wrong and what it should be.
+#[test]
+fn misconfigured_models_name_the_file_and_the_mismatch() {
+    assert!(ClipModel::load(model_copy().path(), ModelOptions::default()).is_ok());
+
+    // A tokenizer from another model (more tokens than the text tower has).
+    let dir = model_copy();
+    edit_config(dir.path(), |c| c["text_config"]["vocab_size"] = 1000.into());
+    let err = load_error(dir.path());
+    assert!(err.contains("tokenizer.json"), "{err}");
+    assert!(
+        err.contains("the tokenizer has 49408 tokens but the text model's vocabulary has 1000"),
+        "{err}"
+    );
+
+    // An embedding dimension other than config.json says.
+    let dir = model_copy();
+    edit_config(dir.path(), |c| c["projection_dim"] = 32.into());
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("image_embeds has dimension 16 but config.json's projection_dim is 32"),
+        "{err}"
+    );
+    assert!(err.contains("vision_model.onnx"), "{err}");
+
+    // The text graph where the vision graph should be: unexpected inputs.
+    let dir = model_copy();
+    std::fs::copy(
+        dir.path().join("onnx/text_model.onnx"),
+        dir.path().join("onnx/vision_model.onnx"),
+    )
+    .unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("vision_model.onnx"), "{err}");
+    assert!(err.contains("pixel_values"), "{err}");
+    assert!(
+        err.contains("input_ids"),
+        "what the graph has instead: {err}"
+    );
+
+    // A config.json that is not JSON.
+    let dir = model_copy();
+    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("config.json"), "{err}");
 }

@@ -548,6 +548,10 @@ fn print_error(e: &dyn std::error::Error) {
     let mut source = e.source();
     while let Some(cause) = source {
         let text = ballista_clip::readable_error(&cause.to_string());
+        // Our own errors need no "External error: " in front here either.
+        let text = text
+            .strip_prefix("External error: ")
+            .map_or(text.clone(), str::to_string);
         if !printed.contains(&text) {
             eprintln!("  caused by: {text}");
             printed.push_str(&text);

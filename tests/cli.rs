@@ -289,9 +289,9 @@ fn errors_print_their_cause_and_exit_non_zero() {
     assert_eq!(o.status.code(), Some(2), "clap usage error");
 }
 
-#[test]
-fn a_missing_onnx_runtime_names_the_setup_command() {
-    let o = clipql_command()
+/// A query that needs ONNX Runtime, with `ORT_DYLIB_PATH` set to `lib`.
+fn embed_text_with_onnxruntime_at(lib: &Path) -> Output {
+    clipql_command()
         .args([
             "sql",
             "--model",
@@ -299,9 +299,14 @@ fn a_missing_onnx_runtime_names_the_setup_command() {
             "-c",
             "SELECT clip_text_embedding('a cat')",
         ])
-        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .env("ORT_DYLIB_PATH", lib)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_missing_onnx_runtime_names_the_setup_command() {
+    let o = embed_text_with_onnxruntime_at(Path::new("/nonexistent/libonnxruntime.so"));
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
@@ -349,18 +354,7 @@ fn an_incompatible_onnx_runtime_names_both_versions_and_the_fix() {
         ),
         (None, "does not export `OrtGetApiBase`"),
     ] {
-        let lib = fake_onnxruntime(dir.path(), version);
-        let o = clipql_command()
-            .args([
-                "sql",
-                "--model",
-                "tests/fixtures/model",
-                "-c",
-                "SELECT clip_text_embedding('a cat')",
-            ])
-            .env("ORT_DYLIB_PATH", &lib)
-            .output()
-            .unwrap();
+        let o = embed_text_with_onnxruntime_at(&fake_onnxruntime(dir.path(), version));
         assert_eq!(o.status.code(), Some(1), "{version:?}");
         let err = stderr(&o);
         assert!(err.contains(expected), "{err}");

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "support/faulty_proxy.rs"]
+mod faulty_proxy;
 #[path = "support/hub.rs"]
 mod hub;
 #[path = "support/s3.rs"]
@@ -9,6 +11,7 @@ mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use hub::{Fault, StandInHub};
 use s3::{S3_KEY, S3_SECRET, S3Server};
@@ -776,10 +779,10 @@ fn embed_then_classify_the_stored_embeddings() {
     assert_eq!(o.status.code(), Some(2), "--output is required");
 }
 
-/// `clipql` with S3 settings in the environment (and no others).
-fn clipql_s3(server: &S3Server, secret: &str, args: &[&str]) -> Output {
+/// `clipql` with S3 settings for `endpoint` in the environment (and no
+/// others); no credentials when `secret` is empty.
+fn s3_command(endpoint: &str, secret: &str) -> Command {
     let mut cmd = clipql_command();
-    cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") {
             cmd.env_remove(k);
@@ -790,8 +793,14 @@ fn clipql_s3(server: &S3Server, secret: &str, args: &[&str]) -> Output {
             .env("AWS_SECRET_ACCESS_KEY", secret);
     }
     cmd.env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &server.endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true");
+    cmd
+}
+
+fn clipql_s3(server: &S3Server, secret: &str, args: &[&str]) -> Output {
+    s3_command(&server.endpoint, secret)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -1829,4 +1838,94 @@ fn classify_keeps_a_row_for_every_file_of_the_bad_input_corpus() {
         "{err}"
     );
     assert!(!dir.path().join("strict.jsonl").exists());
+}
+
+/// `classify` over S3 through `proxy`, quiet, with a short retry policy.
+fn classify_through(proxy: &faulty_proxy::FaultyProxy, out: &Path) -> Output {
+    s3_command(&proxy.endpoint, S3_SECRET)
+        .env("CLIPQL_S3_MAX_RETRIES", "4")
+        .env("CLIPQL_S3_RETRY_TIMEOUT_SECS", "20")
+        .args([
+            "classify",
+            "s3://photos-bucket/photos/",
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "cat",
+            "dog",
+            "--batch-size",
+            "2",
+            "--output",
+        ])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// Transient storage faults (503s, resets, stalls on a third of the
+/// connections) cost retries, not rows: the same rows as a clean run.
+#[test]
+fn transient_s3_faults_are_retried_and_lose_no_row() {
+    use faulty_proxy::{Fault, FaultyProxy};
+    let server = s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let clean = FaultyProxy::start(&server.endpoint, |_| Fault::Pass);
+    let o = classify_through(&clean, &dir.path().join("clean.jsonl"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let faulty = FaultyProxy::start(&server.endpoint, |i| match i % 6 {
+        1 => Fault::Status(503),
+        3 => Fault::Reset,
+        5 => Fault::Status(500),
+        4 if i < 12 => Fault::Stall(Duration::from_millis(700)),
+        _ => Fault::Pass,
+    });
+    let out = dir.path().join("faulty.jsonl");
+    let o = classify_through(&faulty, &out);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        faulty.injected() >= 2,
+        "faults injected: {}",
+        faulty.injected()
+    );
+    let key = |rows: Vec<serde_json::Value>| {
+        let mut rows: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r["path"].to_string(), r["label"].to_string()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let expected = key(jsonl_rows(&dir.path().join("clean.jsonl")));
+    assert_eq!(expected.len(), 14);
+    assert_eq!(key(jsonl_rows(&out)), expected);
+}
+
+/// A store that keeps failing fails the run within the retry policy, with
+/// the store's error, and leaves no output file behind.
+#[test]
+fn permanent_s3_faults_fail_clearly_in_bounded_time_without_output() {
+    use faulty_proxy::{Fault, FaultyProxy};
+    let server = s3_server();
+    let dir = tempfile::tempdir().unwrap();
+    for (fault, expected) in [
+        (Fault::Status(503), "503"),
+        (Fault::Reset, "error sending request"),
+    ] {
+        let proxy = FaultyProxy::start(&server.endpoint, move |_| fault);
+        let out = dir.path().join("out.parquet");
+        let started = std::time::Instant::now();
+        let o = classify_through(&proxy, &out);
+        let took = started.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{fault:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(expected), "{fault:?}: {err}");
+        assert!(took < Duration::from_secs(90), "{fault:?} took {took:?}");
+        assert!(!out.exists(), "{fault:?} left {}", out.display());
+        assert!(
+            files_in(dir.path()).iter().all(|f| f.ends_with(".journal")),
+            "{fault:?} left {:?}",
+            files_in(dir.path())
+        );
+    }
 }

@@ -100,22 +100,15 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         builder = builder.with_config(key, value);
     }
     let mut retry = RetryConfig::default();
+    for (key, variable) in RETRY_VARIABLES {
+        if let Ok(value) = std::env::var(variable) {
+            set_retry(&mut retry, key, &value, variable)?;
+        }
+    }
     for (key, value) in options {
         match key.as_str() {
-            "max_retries" => {
-                retry.max_retries = value.parse().map_err(|_| {
-                    DataFusionError::Plan(format!(
-                        "aws.max_retries must be a number, got '{value}'"
-                    ))
-                })?
-            }
-            "retry_timeout_secs" => {
-                let secs: u64 = value.parse().map_err(|_| {
-                    DataFusionError::Plan(format!(
-                        "aws.retry_timeout_secs must be a number, got '{value}'"
-                    ))
-                })?;
-                retry.retry_timeout = Duration::from_secs(secs);
+            "max_retries" | "retry_timeout_secs" => {
+                set_retry(&mut retry, key, value, &format!("aws.{key}"))?
             }
             other => {
                 let config_key: AmazonS3ConfigKey = other.parse().map_err(|_| {
@@ -133,6 +126,27 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         DataFusionError::External(Box::new(e)).context(format!("configuring S3 for s3://{bucket}"))
     })?;
     Ok(Arc::new(store))
+}
+
+/// The environment variables that set the S3 retry policy for every store
+/// (table OPTIONS `aws.max_retries` / `aws.retry_timeout_secs` override
+/// them): retries per request (object_store's default: 10) and the time
+/// after which a request is no longer retried (default: 180 s).
+pub const RETRY_VARIABLES: [(&str, &str); 2] = [
+    ("max_retries", "CLIPQL_S3_MAX_RETRIES"),
+    ("retry_timeout_secs", "CLIPQL_S3_RETRY_TIMEOUT_SECS"),
+];
+
+/// Sets one retry setting from `value`, named `name` in the error.
+fn set_retry(retry: &mut RetryConfig, key: &str, value: &str, name: &str) -> Result<()> {
+    let number: u64 = value.trim().parse().map_err(|_| {
+        DataFusionError::Plan(format!("{name} must be a whole number, got '{value}'"))
+    })?;
+    match key {
+        "max_retries" => retry.max_retries = number as usize,
+        _ => retry.retry_timeout = Duration::from_secs(number),
+    }
+    Ok(())
 }
 
 /// Splits `aws.*` options off a table's options (prefix removed).

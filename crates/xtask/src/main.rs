@@ -8,7 +8,10 @@
 //! - `bench`: everything `BENCHMARKS.md` reports, from nothing: a Python
 //!   environment from PyPI (`bench/requirements.txt`), the full-size random
 //!   ViT-B/32, a release build of `clipql`, the workloads and every
-//!   contender (`bench/compare.py`). Arguments after `--` go to compare.py.
+//!   contender (`bench/compare.py`). Arguments after `--` go to compare.py;
+//! - `fuzz [TARGET] [SECONDS]`: the cargo-fuzz targets under `tests/fuzz/`
+//!   (both by default, 600 s each), on the nightly toolchain, installing
+//!   `cargo-fuzz` from crates.io if it is missing.
 //!
 //! Only the standard library is used, so this builds in seconds on a fresh
 //! machine before anything else.
@@ -273,6 +276,66 @@ fn lint() -> Result<(), String> {
         .env("RUSTDOCFLAGS", "-D warnings"))
 }
 
+/// The cargo-fuzz targets (`tests/fuzz/fuzz_targets/`).
+const FUZZ_TARGETS: [&str; 2] = ["decode_preprocess", "udf_binary"];
+
+fn fuzz(args: &[String]) -> Result<(), String> {
+    setup()?;
+    let has_cargo_fuzz = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<&str> = match args.first() {
+        Some(t) if FUZZ_TARGETS.contains(&t.as_str()) => vec![t.as_str()],
+        Some(t) => {
+            return Err(format!(
+                "unknown fuzz target {t}; the targets are {}",
+                FUZZ_TARGETS.join(", ")
+            ));
+        }
+        None => FUZZ_TARGETS.to_vec(),
+    };
+    let seconds = args.get(1).map_or("600", String::as_str);
+    for target in targets {
+        // The committed corpus (minimised), seeded with the bad-input corpus.
+        let corpus = root().join("tests/fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                "tests/fuzz",
+                target,
+            ])
+            .arg(&corpus)
+            .arg(root().join("tests/fixtures/corpus"))
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+                "-timeout=30",
+            ]))?;
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "+nightly",
+                "fuzz",
+                "cmin",
+                "--fuzz-dir",
+                "tests/fuzz",
+                target,
+            ])
+            .arg(&corpus))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let rest: Vec<String> = std::env::args().skip(2).skip_while(|a| a == "--").collect();
@@ -282,8 +345,9 @@ fn main() -> ExitCode {
         "test" => test(),
         "lint" => lint(),
         "bench" => bench(&rest),
+        "fuzz" => fuzz(&rest),
         _ => Err(
-            "usage: cargo xtask <setup|demo|test|lint|bench [-- compare.py options]>".to_string(),
+            "usage: cargo xtask <setup|demo|test|lint|bench [-- compare.py options]|fuzz [TARGET] [SECONDS]>".to_string(),
         ),
     };
     match result {

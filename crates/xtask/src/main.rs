@@ -40,7 +40,19 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    without_package_env(Command::new(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+    ))
+}
+
+/// `cargo +nightly …` through rustup's proxy, for `fuzz`.
+fn cargo_nightly() -> Command {
+    let mut c = without_package_env(Command::new("cargo"));
+    c.arg("+nightly");
+    c
+}
+
+fn without_package_env(mut c: Command) -> Command {
     c.current_dir(root());
     // `cargo run` gives xtask the variables of its own package. Passed on,
     // they differ from a plain shell's, and build scripts that watch them
@@ -281,8 +293,8 @@ const FUZZ_TARGETS: [&str; 2] = ["decode_preprocess", "udf_binary"];
 
 fn fuzz(args: &[String]) -> Result<(), String> {
     setup()?;
-    let has_cargo_fuzz = Command::new("cargo")
-        .args(["+nightly", "fuzz", "--version"])
+    let has_cargo_fuzz = cargo_nightly()
+        .args(["fuzz", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_cargo_fuzz {
@@ -303,16 +315,8 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         // The committed corpus (minimised), seeded with the bad-input corpus.
         let corpus = root().join("tests/fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
-        run(Command::new("cargo")
-            .current_dir(root())
-            .args([
-                "+nightly",
-                "fuzz",
-                "run",
-                "--fuzz-dir",
-                "tests/fuzz",
-                target,
-            ])
+        run(cargo_nightly()
+            .args(["fuzz", "run", "--fuzz-dir", "tests/fuzz", target])
             .arg(&corpus)
             .arg(root().join("tests/fixtures/corpus"))
             .args([
@@ -321,16 +325,8 @@ fn fuzz(args: &[String]) -> Result<(), String> {
                 "-rss_limit_mb=4096",
                 "-timeout=30",
             ]))?;
-        run(Command::new("cargo")
-            .current_dir(root())
-            .args([
-                "+nightly",
-                "fuzz",
-                "cmin",
-                "--fuzz-dir",
-                "tests/fuzz",
-                target,
-            ])
+        run(cargo_nightly()
+            .args(["fuzz", "cmin", "--fuzz-dir", "tests/fuzz", target])
             .arg(&corpus))?;
     }
     Ok(())

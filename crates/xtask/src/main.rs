@@ -328,7 +328,32 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         run(cargo_nightly()
             .args(["fuzz", "cmin", "--fuzz-dir", "tests/fuzz", target])
             .arg(&corpus))?;
+        keep_small_inputs(&corpus)?;
     }
+    Ok(())
+}
+
+/// Inputs up to this size stay in the committed fuzz corpus; larger ones
+/// (mostly mutations of the seed photos, which every run re-reads from
+/// `tests/fixtures/corpus`) would make it tens of MB.
+const FUZZ_KEEP_BYTES: u64 = 4096;
+
+fn keep_small_inputs(corpus: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(corpus).map_err(|e| e.to_string())?;
+    let (mut kept, mut dropped) = (0, 0);
+    for entry in entries.flatten() {
+        let big = entry.metadata().map_err(|e| e.to_string())?.len() > FUZZ_KEEP_BYTES;
+        if big {
+            std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
+            dropped += 1;
+        } else {
+            kept += 1;
+        }
+    }
+    eprintln!(
+        "xtask: {}: kept {kept} minimised inputs of up to {FUZZ_KEEP_BYTES} bytes, dropped {dropped} larger ones",
+        corpus.display()
+    );
     Ok(())
 }
 

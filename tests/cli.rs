@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "support/clipql.rs"]
+mod clipql_support;
 #[path = "support/faulty_proxy.rs"]
 mod faulty_proxy;
 #[path = "support/hub.rs"]
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use clipql_support::{DEAD_ENDPOINT, clipql_command, root};
 use hub::{Fault, StandInHub};
 use s3::{S3_KEY, S3_SECRET, S3Server};
 
@@ -20,39 +23,6 @@ use s3::{S3_KEY, S3_SECRET, S3Server};
 fn s3_server() -> S3Server {
     s3::s3_server(&root().join("tests/fixtures/photos"))
 }
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The `clipql` binary, cut off from the user's settings and the real hub:
-/// an empty HF cache, and an `HF_ENDPOINT` nothing listens on.
-fn clipql_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
-    cmd.current_dir(root())
-        .env_remove("CLIPQL_MODEL")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .env(
-            "HF_HOME",
-            std::env::temp_dir().join("clipql-tests-empty-hf-home"),
-        )
-        .env("HF_ENDPOINT", DEAD_ENDPOINT)
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws/credentials",
-        )
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
-        .env_remove("AWS_PROFILE");
-    cmd
-}
-
-/// A local address that refuses connections (port 9, discard, unused).
-const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 fn clipql(args: &[&str]) -> Output {
     clipql_command().args(args).output().unwrap()

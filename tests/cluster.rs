@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "support/clipql.rs"]
+mod clipql_support;
 #[allow(dead_code)] // cli.rs uses the rest
 #[path = "support/hub.rs"]
 mod hub;
@@ -12,45 +14,10 @@ mod s3;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// `clipql`, cut off from the user's settings and the real hub and S3.
-fn clipql_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipql"));
-    cmd.current_dir(root())
-        .env_remove("CLIPQL_MODEL")
-        .env_remove("CLIPQL_CLUSTER")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_TOKEN")
-        .env_remove("RUST_LOG")
-        .env(
-            "HF_HOME",
-            std::env::temp_dir().join("clipql-tests-empty-hf-home"),
-        )
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws/credentials",
-        )
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws/config")
-        .env_remove("AWS_PROFILE");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") && k != "AWS_SHARED_CREDENTIALS_FILE" && k != "AWS_CONFIG_FILE" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+use clipql_support::{clipql_command, root};
 
 /// The fixture photos plus one truncated JPEG, in a temporary folder.
 fn photos_with_a_bad_one() -> tempfile::TempDir {

@@ -752,19 +752,9 @@ fn embed_then_classify_the_stored_embeddings() {
 /// `clipql` with S3 settings for `endpoint` in the environment (and no
 /// others); no credentials when `secret` is empty.
 fn s3_command(endpoint: &str, secret: &str) -> Command {
+    // clipql_command() has dropped the user's AWS_* variables.
     let mut cmd = clipql_command();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
-            cmd.env_remove(k);
-        }
-    }
-    if !secret.is_empty() {
-        cmd.env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", secret);
-    }
-    cmd.env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ALLOW_HTTP", "true");
+    cmd.envs(s3::settings(endpoint, secret));
     cmd
 }
 

@@ -263,17 +263,12 @@ fn a_cluster_gives_the_same_rows_as_local_mode() {
     let photos = photos_with_a_bad_one();
     let folder = format!("{}/", photos.path().display());
     let server = s3::s3_server(photos.path());
-    let s3_env = [
-        ("AWS_ACCESS_KEY_ID", s3::S3_KEY),
-        ("AWS_SECRET_ACCESS_KEY", s3::S3_SECRET),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
+    let settings = s3::settings(&server.endpoint, s3::S3_SECRET);
+    let s3_env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cluster = Cluster::start(2, &s3_env);
     let sql = |location: &str, cluster_url: Option<&str>| -> Vec<serde_json::Value> {
         let mut cmd = clipql_command();
-        cmd.envs(s3_env).args([
+        cmd.envs(s3_env.iter().copied()).args([
             "sql",
             "--model",
             "tests/fixtures/model",
@@ -595,19 +590,14 @@ fn secrets_never_appear_in_errors_logs_or_explain() {
     const WRONG: &str = "SENTINEL-WRONG-SECRET-3c9d";
     let photos = photos_with_a_bad_one();
     let server = s3::s3_server(photos.path());
-    let env = [
-        ("AWS_ACCESS_KEY_ID", s3::S3_KEY),
-        ("AWS_SECRET_ACCESS_KEY", s3::S3_SECRET),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("RUST_LOG", "debug"),
-    ];
+    let settings = s3::settings(&server.endpoint, s3::S3_SECRET);
+    let mut env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("RUST_LOG", "debug"));
     let cluster = Cluster::start(1, &env);
     let mut outputs = Vec::new();
     let mut run = |extra_env: &[(&str, &str)], args: &[&str]| {
         let o = clipql_command()
-            .envs(env)
+            .envs(env.iter().copied())
             .envs(extra_env.iter().copied())
             .args(args)
             .output()

@@ -60,3 +60,19 @@ pub fn s3_server(photos_dir: &Path) -> S3Server {
         _root: root,
     }
 }
+
+/// The `AWS_*` settings that point `clipql` at a stand-in at `endpoint`
+/// (the server's, or a proxy's), with the test key and `secret`; without
+/// credentials when `secret` is empty.
+pub fn settings(endpoint: &str, secret: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ];
+    if !secret.is_empty() {
+        env.push(("AWS_ACCESS_KEY_ID", S3_KEY.to_string()));
+        env.push(("AWS_SECRET_ACCESS_KEY", secret.to_string()));
+    }
+    env
+}

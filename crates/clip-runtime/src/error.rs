@@ -112,9 +112,12 @@ pub enum ImageError {
     #[error("unsupported or unrecognised image format{0}")]
     UnsupportedFormat(String),
     /// The file is larger than the configured byte limit.
-    #[error("image file is {size} bytes, over the {limit}-byte limit (clip.max_image_bytes)")]
+    ///
+    /// The message gives no size: a reader may stop at `limit + 1` bytes (as
+    /// an IMAGE table's scan does), and the file's size is in its listing.
+    #[error("image file is over the {limit}-byte limit (clip.max_image_bytes)")]
     FileTooLarge {
-        /// File size in bytes.
+        /// Bytes seen: the file's size, or `limit + 1` when read no further.
         size: u64,
         /// The limit.
         limit: u64,

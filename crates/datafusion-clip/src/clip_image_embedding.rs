@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::common::{
-    check_arity, check_image_type, embed_image_rows, embedding_array, embedding_type,
+    check_arity, check_image_type, embed_image_rows, embedding_array, embedding_type, image_array,
     nullable_field, usable,
 };
 use crate::options::ClipOptions;
@@ -84,11 +84,12 @@ impl ScalarUDFImpl for ClipImageEmbedding {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
         let model = options.model(self.name())?;
-        let images = embed_image_rows(&model, &options, &args.args[0], args.number_rows)?;
-        let rows = images
+        let outcomes = embed_image_rows(&model, &options, &args.args[0], args.number_rows)?;
+        let images = image_array(&args.args[0]);
+        let rows = outcomes
             .iter()
             .enumerate()
-            .map(|(row, outcome)| usable(self.name(), &options, row, outcome))
+            .map(|(row, outcome)| usable(self.name(), &options, images, row, outcome))
             .collect::<Result<Vec<_>>>()?;
         Ok(ColumnarValue::Array(embedding_array(&rows, model.dim())?))
     }

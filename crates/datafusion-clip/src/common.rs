@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs};
 
+use crate::image_origin::image_source;
 use crate::options::{ClipOptions, OnError};
 use crate::planning::PlanningContext;
 
@@ -262,10 +263,22 @@ pub(crate) fn embed_image_rows(
     })
 }
 
-/// Applies `clip.on_error` to one row's outcome.
+/// The image argument's array, when it is one, for naming a failing row's
+/// file (see [`image_source`]).
+pub(crate) fn image_array(arg: &ColumnarValue) -> Option<&ArrayRef> {
+    match arg {
+        ColumnarValue::Array(a) => Some(a),
+        ColumnarValue::Scalar(_) => None,
+    }
+}
+
+/// Applies `clip.on_error` to one row's outcome. `images` is the image
+/// argument the outcome came from, if any: a strict-mode error names the
+/// row's file when it can be traced.
 pub(crate) fn usable<'a>(
     function: &str,
     options: &ClipOptions,
+    images: Option<&ArrayRef>,
     row: usize,
     outcome: &'a RowEmbedding,
 ) -> Result<Option<&'a Embedding>> {
@@ -274,11 +287,17 @@ pub(crate) fn usable<'a>(
         Some(Ok(e)) => Ok(Some(e)),
         Some(Err(e)) => match options.on_error {
             OnError::Null => Ok(None),
-            OnError::Fail => exec_err!(
-                "{function}: the image in row {row} of its batch cannot be used: {e}. \
-                 SET clip.on_error = 'null' to get NULL for such images instead, and \
-                 clip_image_error(image) for the reason"
-            ),
+            OnError::Fail => {
+                let image = match images.and_then(|a| image_source(a.as_ref(), row)) {
+                    Some(url) => format!("{url} (row {row} of its batch)"),
+                    None => format!("in row {row} of its batch"),
+                };
+                exec_err!(
+                    "{function}: the image {image} cannot be used: {e}. \
+                     SET clip.on_error = 'null' to get NULL for such images instead, and \
+                     clip_image_error(image) for the reason"
+                )
+            }
         },
     }
 }
@@ -291,6 +310,7 @@ pub(crate) fn score_rows<'l>(
     function: &str,
     model: &ClipModel,
     options: &ClipOptions,
+    images: Option<&ArrayRef>,
     embeddings: &[RowEmbedding],
     labels: &'l LabelSets,
 ) -> Result<Vec<RowScores<'l>>> {
@@ -312,7 +332,7 @@ pub(crate) fn score_rows<'l>(
         .iter()
         .enumerate()
         .map(|(row, outcome)| {
-            let Some(image) = usable(function, options, row, outcome)? else {
+            let Some(image) = usable(function, options, images, row, outcome)? else {
                 return Ok(None);
             };
             let Some(row_labels) = labels.get(row) else {
@@ -518,13 +538,14 @@ impl Scoring {
         let options = ClipOptions::from_config(&args.config_options);
         let model = options.model(self.name)?;
         let labels = LabelSets::from_arg(&args.args[1])?;
-        let embeddings = match self.input {
-            ScoreInput::Image => {
-                embed_image_rows(&model, &options, &args.args[0], args.number_rows)?
-            }
-            ScoreInput::Embedding => stored_embeddings(&args.args[0], args.number_rows)?,
+        let (images, embeddings) = match self.input {
+            ScoreInput::Image => (
+                image_array(&args.args[0]),
+                embed_image_rows(&model, &options, &args.args[0], args.number_rows)?,
+            ),
+            ScoreInput::Embedding => (None, stored_embeddings(&args.args[0], args.number_rows)?),
         };
-        let scored = score_rows(self.name, &model, &options, &embeddings, &labels)?;
+        let scored = score_rows(self.name, &model, &options, images, &embeddings, &labels)?;
         Ok(ColumnarValue::Array(match self.output {
             ScoreOutput::TopLabel => top_labels(&scored),
             ScoreOutput::Scores => score_lists(&scored)?,

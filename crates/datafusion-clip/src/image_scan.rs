@@ -26,13 +26,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BinaryArray, RecordBatch, RecordBatchOptions, StringArray,
-    TimestampMicrosecondArray, UInt64Array,
+    ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+    UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{DFSchema, DataFusionError, Result, internal_err};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -45,6 +45,11 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
+use crate::ClipOptions;
+use crate::image_origin::image_column;
+
+/// Index of the `size` column in the table schema and the listing.
+const SIZE: usize = 2;
 /// Index of the `image` column in the table schema.
 const IMAGE: usize = 4;
 
@@ -132,6 +137,35 @@ fn listing_batch(files: &[ImageFile], schema: &SchemaRef) -> Result<RecordBatch>
         columns,
         &RecordBatchOptions::new().with_row_count(Some(files.len())),
     )?)
+}
+
+/// The files whose listing row satisfies a predicate over the table's
+/// columns other than `image`; `predicate` plans it against that schema.
+///
+/// An IMAGE table applies such `WHERE` clauses here, before any bytes are
+/// read: `WHERE label = 'cat'` reads only the cats.
+pub(crate) fn select_files(
+    files: Vec<ImageFile>,
+    table_schema: &Schema,
+    predicate: impl FnOnce(&DFSchema) -> Result<Arc<dyn PhysicalExpr>>,
+) -> Result<Vec<ImageFile>> {
+    let schema = listing_schema(table_schema);
+    let predicate = predicate(&DFSchema::try_from(Arc::clone(&schema))?)?;
+    let listing = listing_batch(&files, &schema)?;
+    let keep = predicate
+        .evaluate(&listing)?
+        .into_array(listing.num_rows())?;
+    let Some(keep) = keep.as_boolean_opt() else {
+        return internal_err!(
+            "an IMAGE table filter gave {}, not booleans",
+            keep.data_type()
+        );
+    };
+    Ok(files
+        .into_iter()
+        .zip(keep.iter())
+        .filter_map(|(file, keep)| (keep == Some(true)).then_some(file))
+        .collect())
 }
 
 /// Reads the bytes of the files its input lists, and projects the table's
@@ -265,11 +299,18 @@ async fn read_batch(
     let n = listing.num_columns();
     let urls = listing.column(0).as_string::<i32>().clone();
     let images: Option<ArrayRef> = if projection.contains(&IMAGE) {
+        let sizes = listing.column(SIZE).as_primitive::<UInt64Type>();
         let stores = listing.column(n - 2).as_string::<i32>();
         let locations = listing.column(n - 1).as_string::<i32>();
+        // A file over clip.max_image_bytes is read only far enough for the
+        // functions to see that it is: never whole, however large.
+        let max_bytes = ClipOptions::from_config(context.session_config().options())
+            .max_image_bytes
+            .saturating_add(1);
         let reads = (0..listing.num_rows()).map(|row| {
             let context = Arc::clone(&context);
             let url = urls.value(row).to_string();
+            let size = sizes.value(row);
             let store = stores.value(row).to_string();
             let location = locations.value(row).to_string();
             async move {
@@ -278,16 +319,20 @@ async fn read_batch(
                     .object_store(ObjectStoreUrl::parse(&store)?)?;
                 let location = object_store::path::Path::parse(&location)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let get = store.get(&location).await?;
-                get.bytes()
-                    .await
-                    .map_err(|e| DataFusionError::from(e).context(format!("reading {url}")))
+                let read = if size >= max_bytes {
+                    store.get_range(&location, 0..max_bytes).await
+                } else {
+                    match store.get(&location).await {
+                        Ok(get) => get.bytes().await,
+                        Err(e) => Err(e),
+                    }
+                };
+                read.map_err(|e| DataFusionError::from(e).context(format!("reading {url}")))
             }
         });
         let bytes = futures::future::try_join_all(reads).await?;
-        Some(Arc::new(BinaryArray::from_iter_values(
-            bytes.iter().map(|b| b.as_ref()),
-        )))
+        let urls = urls.iter().map(|u| u.unwrap_or_default().to_string());
+        Some(image_column(urls.collect(), &bytes)?)
     } else {
         None
     };

@@ -27,11 +27,12 @@ use datafusion::catalog::{
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
-use crate::image_scan::{ImageFile, ImageScanExec};
+use crate::image_scan::{ImageFile, ImageScanExec, select_files};
 use crate::options::ClipOptions;
 
 /// File extensions an IMAGE table lists by default.
@@ -39,6 +40,9 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bm
 
 /// The table option that adds file extensions (`OPTIONS ('extra_extensions' 'dat')`).
 const EXTRA_EXTENSIONS_OPTION: &str = "format.extra_extensions";
+
+/// The column holding each file's bytes.
+const IMAGE_COLUMN: &str = "image";
 
 /// The fixed columns, before partition columns.
 pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
@@ -51,7 +55,7 @@ pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             true,
         ),
-        Field::new("image", DataType::Binary, true),
+        Field::new(IMAGE_COLUMN, DataType::Binary, true),
     ];
     fields.extend(
         partition_cols
@@ -250,14 +254,38 @@ impl TableProvider for ImageTable {
         TableType::Base
     }
 
+    /// Filters that do not read `image` are applied to the file listing,
+    /// exactly, before any file is read (see [`select_files`]).
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let reads_image = f.column_refs().iter().any(|c| c.name == IMAGE_COLUMN);
+                if reads_image || f.is_volatile() {
+                    TableProviderFilterPushDown::Unsupported
+                } else {
+                    TableProviderFilterPushDown::Exact
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut files = self.list(state).await?;
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            files = select_files(files, &self.schema, |schema| {
+                state.create_physical_expr(predicate, schema)
+            })?;
+        }
         if let Some(limit) = limit {
             files.truncate(limit);
         }

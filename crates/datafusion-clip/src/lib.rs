@@ -46,6 +46,7 @@ mod clip_text_embedding;
 mod codec;
 mod common;
 pub use common::{scores_array, scores_type};
+mod image_origin;
 mod image_scan;
 mod image_table;
 mod metrics_exec;

@@ -1800,6 +1800,45 @@ fn classify_keeps_a_row_for_every_file_of_the_bad_input_corpus() {
     assert!(!dir.path().join("strict.jsonl").exists());
 }
 
+/// `RESET clip.x` puts the option back to its default (DataFusion's own
+/// RESET knows only datafusion.* keys); an unknown key lists the options.
+#[test]
+fn sql_reset_restores_clip_defaults() {
+    let o = clipql_fixture(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SET clip.on_error = 'fail'; RESET clip.on_error; \
+         SELECT count(clip_classify(image, ['cat', 'dog'])) AS n, count(*) AS rows \
+         FROM read_images('tests/fixtures/corpus/')",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "n,rows\n7,18\n");
+
+    // Without the RESET, strict mode stops at the first bad file.
+    let o = clipql_fixture(&[
+        "sql",
+        "-c",
+        "SET clip.on_error = 'fail'; \
+         SELECT count(clip_classify(image, ['cat', 'dog'])) FROM read_images('tests/fixtures/corpus/')",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tests/fixtures/corpus/"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = clipql(&["sql", "-c", "RESET clip.nonsense"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown option clip.nonsense; the clip options are clip.model"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// `classify` over S3 through `proxy`, quiet, with a short retry policy.
 fn classify_through(proxy: &faulty_proxy::FaultyProxy, out: &Path) -> Output {
     s3_command(&proxy.endpoint, S3_SECRET)
@@ -1822,6 +1861,28 @@ fn classify_through(proxy: &faulty_proxy::FaultyProxy, out: &Path) -> Output {
         .unwrap()
 }
 
+/// `clipql sql` over S3 through `proxy`, with the same retry policy: a
+/// query over an IMAGE table, printed as JSON lines.
+fn sql_through(proxy: &faulty_proxy::FaultyProxy) -> Output {
+    s3_command(&proxy.endpoint, S3_SECRET)
+        .env("CLIPQL_S3_MAX_RETRIES", "4")
+        .env("CLIPQL_S3_RETRY_TIMEOUT_SECS", "20")
+        .args([
+            "sql",
+            "--model",
+            "tests/fixtures/model",
+            "--format",
+            "jsonl",
+            "-c",
+            "CREATE EXTERNAL TABLE photos STORED AS IMAGE LOCATION 's3://photos-bucket/photos/'; \
+             SET clip.batch_size = 2; \
+             SELECT name, clip_classify(image, ['cat', 'dog']) AS label, \
+                    clip_image_error(image) AS error FROM photos ORDER BY name",
+        ])
+        .output()
+        .unwrap()
+}
+
 /// Transient storage faults (503s, resets, stalls on a third of the
 /// connections) cost retries, not rows: the same rows as a clean run.
 #[test]
@@ -1832,6 +1893,12 @@ fn transient_s3_faults_are_retried_and_lose_no_row() {
     let clean = FaultyProxy::start(&server.endpoint, |_| Fault::Pass);
     let o = classify_through(&clean, &dir.path().join("clean.jsonl"));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let clean_sql = sql_through(&clean);
+    assert_eq!(clean_sql.status.code(), Some(0), "{}", stderr(&clean_sql));
+    assert_eq!(
+        String::from_utf8_lossy(&clean_sql.stdout).lines().count(),
+        14
+    );
 
     let faulty = FaultyProxy::start(&server.endpoint, |i| match i % 6 {
         1 => Fault::Status(503),
@@ -1859,6 +1926,25 @@ fn transient_s3_faults_are_retried_and_lose_no_row() {
     let expected = key(jsonl_rows(&dir.path().join("clean.jsonl")));
     assert_eq!(expected.len(), 14);
     assert_eq!(key(jsonl_rows(&out)), expected);
+
+    // A SQL query through a fresh faulty proxy: the same output, byte for byte.
+    let faulty = FaultyProxy::start(&server.endpoint, |i| match i % 5 {
+        1 => Fault::Reset,
+        2 => Fault::Status(503),
+        4 if i < 10 => Fault::Stall(Duration::from_millis(700)),
+        _ => Fault::Pass,
+    });
+    let o = sql_through(&faulty);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        faulty.injected() >= 2,
+        "faults injected: {}",
+        faulty.injected()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&clean_sql.stdout)
+    );
 }
 
 /// A store that keeps failing fails the run within the retry policy, with
@@ -1887,5 +1973,15 @@ fn permanent_s3_faults_fail_clearly_in_bounded_time_without_output() {
             "{fault:?} left {:?}",
             files_in(dir.path())
         );
+
+        // A SQL query fails the same way, and prints no partial result.
+        let started = std::time::Instant::now();
+        let o = sql_through(&proxy);
+        let took = started.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{fault:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(expected), "{fault:?}: {err}");
+        assert!(took < Duration::from_secs(90), "{fault:?} took {took:?}");
+        assert!(o.stdout.is_empty(), "{fault:?} printed {:?}", stdout(&o));
     }
 }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clip_runtime::Dtype;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 
@@ -512,6 +513,15 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     let mut last = None;
     for (i, statement) in statements.into_iter().enumerate() {
         let plan = ctx.state().statement_to_plan(statement).await?;
+        if let LogicalPlan::Statement(Statement::ResetVariable(reset)) = &plan
+            && reset.variable.starts_with("clip.")
+        {
+            datafusion_clip::reset_option(&ctx, &reset.variable)
+                .await
+                .map_err(|e| e.context(format!("statement {} of {count}", i + 1)))?;
+            last = Some(Vec::new());
+            continue;
+        }
         let df = ctx.execute_logical_plan(plan).await?;
         let batches = df
             .collect()

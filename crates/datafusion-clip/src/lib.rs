@@ -101,6 +101,22 @@ pub fn session_config() -> SessionConfig {
     SessionConfig::new().with_option_extension(ClipOptions::default())
 }
 
+/// `RESET clip.<name>`: sets the option back to its default, as `SET` would.
+///
+/// DataFusion 55's `RESET` knows only `datafusion.*` keys (for `clip.*` it
+/// fails with `Could not find config namespace "clip"`). A host that runs
+/// statements itself can call this for a `LogicalPlan::Statement(
+/// Statement::ResetVariable(..))` whose key starts with `clip.`, as
+/// `clipql sql` does.
+pub async fn reset_option(ctx: &SessionContext, key: &str) -> Result<()> {
+    let value = ClipOptions::default_value(key)?;
+    ctx.sql(&format!("SET {key} = '{}'", value.replace('\'', "''")))
+        .await?
+        .collect()
+        .await?;
+    Ok(())
+}
+
 /// Registers ClipQL's functions, the `IMAGE` table format, `read_images` and
 /// the `clip.*` options in `ctx`.
 pub fn register_all(ctx: &SessionContext) -> Result<()> {

@@ -97,6 +97,30 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
 }
 
 impl ClipOptions {
+    /// The error for a key (without `clip.`) that is not an option.
+    fn unknown_option(key: &str) -> DataFusionError {
+        let known: Vec<String> = Self::KEYS
+            .iter()
+            .map(|(k, _)| format!("clip.{k}"))
+            .collect();
+        DataFusionError::Configuration(format!(
+            "unknown option clip.{key}; the clip options are {}",
+            known.join(", ")
+        ))
+    }
+
+    /// The default of option `key` (`clip.batch_size` or `batch_size`), as
+    /// `SET` takes it: `''` for one that is unset by default.
+    pub fn default_value(key: &str) -> Result<String> {
+        let name = key.strip_prefix("clip.").unwrap_or(key);
+        Self::default()
+            .entries()
+            .into_iter()
+            .find(|e| e.key.strip_prefix("clip.") == Some(name))
+            .map(|e| e.value.unwrap_or_default())
+            .ok_or_else(|| Self::unknown_option(name))
+    }
+
     /// Option names (without the `clip.` prefix) and what they do.
     pub const KEYS: &'static [(&'static str, &'static str)] = &[
         (
@@ -300,16 +324,7 @@ impl ExtensionOptions for ClipOptions {
                     .filter(|e| !e.is_empty())
                     .collect()
             }
-            _ => {
-                let known: Vec<String> = Self::KEYS
-                    .iter()
-                    .map(|(k, _)| format!("clip.{k}"))
-                    .collect();
-                return config_err!(
-                    "unknown option clip.{key}; the clip options are {}",
-                    known.join(", ")
-                );
-            }
+            _ => return Err(Self::unknown_option(key)),
         }
         Ok(())
     }
@@ -407,5 +422,27 @@ mod tests {
             assert!(err.contains(expect), "{key}={value}: {err}");
         }
         assert_eq!(o, ClipOptions::default());
+    }
+
+    #[test]
+    fn defaults_are_given_as_set_takes_them() {
+        assert_eq!(ClipOptions::default_value("clip.batch_size").unwrap(), "16");
+        assert_eq!(ClipOptions::default_value("on_error").unwrap(), "null");
+        assert_eq!(ClipOptions::default_value("clip.model").unwrap(), "");
+        let mut o = ClipOptions::default();
+        o.set("logit_scale", "50").unwrap();
+        o.set(
+            "logit_scale",
+            &ClipOptions::default_value("logit_scale").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(o, ClipOptions::default());
+        let err = ClipOptions::default_value("clip.nonsense")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown option clip.nonsense; the clip options are clip.model"),
+            "{err}"
+        );
     }
 }

@@ -409,15 +409,17 @@ fn cluster_errors_read_as_in_local_mode() {
     assert!(err.contains("credentials never go into a plan"), "{err}");
     assert!(!err.contains("SECRET-SENTINEL"), "{err}");
 
-    // Strict mode fails the query on the first bad image, naming it.
+    // Strict mode fails the query on the first bad image, naming it; the
+    // WHERE on listing columns is applied by the scan on the cluster too.
     let o = run(&format!(
         "SET clip.on_error = 'fail'; \
          CREATE EXTERNAL TABLE images STORED AS IMAGE LOCATION '{}/'; \
-         SELECT clip_classify(image, ['a', 'b']) FROM images",
+         SELECT clip_classify(image, ['a', 'b']) FROM images WHERE name LIKE 't%' AND size < 1000",
         photos.path().display()
     ));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let err = stderr(&o);
+    assert!(err.contains("/truncated.jpg (row 0 of its batch)"), "{err}");
     assert!(err.contains("cannot decode JPEG image"), "{err}");
     assert!(err.contains("SET clip.on_error = 'null'"), "{err}");
     assert!(!err.contains("DataFusionError("), "no Debug text: {err}");

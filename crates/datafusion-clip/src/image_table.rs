@@ -255,7 +255,7 @@ impl TableProvider for ImageTable {
     }
 
     /// Filters that do not read `image` are applied to the file listing,
-    /// exactly, before any file is read (see [`select_files`]).
+    /// exactly, before any file is read.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],

@@ -1839,11 +1839,17 @@ fn sql_reset_restores_clip_defaults() {
     );
 }
 
-/// `classify` over S3 through `proxy`, quiet, with a short retry policy.
+/// `clipql` over S3 through `proxy`, with a short retry policy.
+fn through(proxy: &faulty_proxy::FaultyProxy) -> Command {
+    let mut cmd = s3_command(&proxy.endpoint, S3_SECRET);
+    cmd.env("CLIPQL_S3_MAX_RETRIES", "4")
+        .env("CLIPQL_S3_RETRY_TIMEOUT_SECS", "20");
+    cmd
+}
+
+/// `classify` over S3 through `proxy`.
 fn classify_through(proxy: &faulty_proxy::FaultyProxy, out: &Path) -> Output {
-    s3_command(&proxy.endpoint, S3_SECRET)
-        .env("CLIPQL_S3_MAX_RETRIES", "4")
-        .env("CLIPQL_S3_RETRY_TIMEOUT_SECS", "20")
+    through(proxy)
         .args([
             "classify",
             "s3://photos-bucket/photos/",
@@ -1861,12 +1867,10 @@ fn classify_through(proxy: &faulty_proxy::FaultyProxy, out: &Path) -> Output {
         .unwrap()
 }
 
-/// `clipql sql` over S3 through `proxy`, with the same retry policy: a
-/// query over an IMAGE table, printed as JSON lines.
+/// `clipql sql` over S3 through `proxy`: a query over an IMAGE table,
+/// printed as JSON lines.
 fn sql_through(proxy: &faulty_proxy::FaultyProxy) -> Output {
-    s3_command(&proxy.endpoint, S3_SECRET)
-        .env("CLIPQL_S3_MAX_RETRIES", "4")
-        .env("CLIPQL_S3_RETRY_TIMEOUT_SECS", "20")
+    through(proxy)
         .args([
             "sql",
             "--model",

@@ -1703,6 +1703,65 @@ fn classify_resume_continues_a_killed_run_and_skips_finished_images() {
     );
 }
 
+/// Peak RSS as `classify --verbose` reports it, in MB.
+fn peak_rss_mb(o: &Output) -> f64 {
+    let err = stderr(o);
+    err.lines()
+        .find_map(|l| {
+            l.strip_prefix("peak RSS: ")?
+                .strip_suffix(" MB")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"))
+}
+
+/// Huge files (two 4 GiB sparse files beside a photo) cost their row a NULL
+/// and a reason, not their size in memory: the scan reads one byte past
+/// clip.max_image_bytes and gives each its own batch.
+#[test]
+fn huge_files_are_refused_without_being_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["huge_a.jpg", "huge_b.png"] {
+        let f = std::fs::File::create(dir.path().join(name)).unwrap();
+        f.set_len(4 << 30).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/fixtures/photos/chelsea.jpg"),
+        dir.path().join("photo.jpg"),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = clipql_fixture(&[
+        "classify",
+        dir.path().to_str().unwrap(),
+        "--labels",
+        "cat",
+        "dog",
+        "--verbose",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let rows = jsonl_rows(&out);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        let path = row["path"].as_str().unwrap();
+        if path.ends_with("photo.jpg") {
+            assert!(row["error"].is_null(), "{row}");
+        } else {
+            assert!(row["label"].is_null(), "{row}");
+            assert_eq!(
+                row["error"],
+                "image file is over the 268435456-byte limit (clip.max_image_bytes)"
+            );
+        }
+    }
+    let mb = peak_rss_mb(&o);
+    eprintln!("peak RSS over two 4 GiB files: {mb} MB");
+    assert!(mb < 1024.0, "peak RSS {mb} MB");
+}
+
 /// The bad-input corpus through `classify`: one row per file, a NULL label
 /// and a specific reason for each bad one (the same reasons as SQL gives,
 /// sql/corpus.slt), exit code 3, and peak RSS under 1 GB.
@@ -1767,16 +1826,7 @@ fn classify_keeps_a_row_for_every_file_of_the_bad_input_corpus() {
         let got = reason(bad).unwrap_or_else(|| panic!("{bad} was classified"));
         assert!(got.contains(why), "{bad}: {got}");
     }
-    let err = stderr(&o);
-    let mb: f64 = err
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("peak RSS: ")?
-                .strip_suffix(" MB")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    let mb = peak_rss_mb(&o);
     assert!(mb < 1024.0, "peak RSS {mb} MB");
 
     // Strict mode stops at the first bad file, naming it.

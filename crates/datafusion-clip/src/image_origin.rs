@@ -35,7 +35,7 @@ struct Origin {
 
 /// A values buffer's bytes, and the [`Origin`] they keep alive.
 struct OwnedValues {
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     _origin: Arc<Origin>,
 }
 
@@ -55,10 +55,12 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 
 /// The `image` column for one batch: `images[i]` read from `urls[i]`.
 ///
-/// Fails, rather than overflowing a `Binary` column's 32-bit offsets, when
-/// the batch's images total 2 GiB or more.
-pub(crate) fn image_column(urls: Vec<String>, images: &[impl AsRef<[u8]>]) -> Result<ArrayRef> {
-    let total: usize = images.iter().map(|b| b.as_ref().len()).sum();
+/// A batch of one non-empty image uses its bytes as they are (a file alone
+/// in its batch is typically a large one); others are copied into one
+/// buffer. Fails, rather than overflowing a `Binary` column's 32-bit
+/// offsets, when the batch's images total 2 GiB or more.
+pub(crate) fn image_column(urls: Vec<String>, images: Vec<bytes::Bytes>) -> Result<ArrayRef> {
+    let total: usize = images.iter().map(bytes::Bytes::len).sum();
     if i32::try_from(total).is_err() {
         return resources_err!(
             "the {} images of one batch total {total} bytes, more than one Binary column \
@@ -66,16 +68,16 @@ pub(crate) fn image_column(urls: Vec<String>, images: &[impl AsRef<[u8]>]) -> Re
             images.len()
         );
     }
-    // At least one byte of capacity: an allocation of its own, whose
-    // address no other live buffer has, even when every image is empty.
-    let mut bytes = Vec::with_capacity(total.max(1));
     let mut offsets = Vec::with_capacity(images.len() + 1);
     offsets.push(0i32);
-    for image in images {
-        bytes.extend_from_slice(image.as_ref());
-        // Cannot overflow: `total` fits in an i32.
-        offsets.push(bytes.len() as i32);
-    }
+    let bytes = match <[bytes::Bytes; 1]>::try_from(images) {
+        Ok([image]) if !image.is_empty() => {
+            offsets.push(total as i32);
+            image
+        }
+        Ok(images) => concatenate(&images, &mut offsets, total),
+        Err(images) => concatenate(&images, &mut offsets, total),
+    };
     let origin = Arc::new(Origin {
         urls,
         offsets: offsets.iter().map(|&o| i64::from(o)).collect(),
@@ -96,6 +98,19 @@ pub(crate) fn image_column(urls: Vec<String>, images: &[impl AsRef<[u8]>]) -> Re
     Ok(std::sync::Arc::new(BinaryArray::try_new(
         offsets, values, None,
     )?))
+}
+
+/// `images` copied into one buffer, their end offsets pushed to `offsets`.
+fn concatenate(images: &[bytes::Bytes], offsets: &mut Vec<i32>, total: usize) -> bytes::Bytes {
+    // At least one byte of capacity: an allocation of its own, whose
+    // address no other live buffer has, even when every image is empty.
+    let mut bytes = Vec::with_capacity(total.max(1));
+    for image in images {
+        bytes.extend_from_slice(image);
+        // Cannot overflow: `total` fits in an i32.
+        offsets.push(bytes.len() as i32);
+    }
+    bytes::Bytes::from_owner(bytes)
 }
 
 /// The URL of the file that row `row` of `images` was read from, when
@@ -148,7 +163,12 @@ mod tests {
     use datafusion::arrow::compute::{cast, filter};
 
     fn column(names: &[&str], images: &[&[u8]]) -> ArrayRef {
-        image_column(names.iter().map(|n| n.to_string()).collect(), images).unwrap()
+        let images = images.iter().map(|i| bytes::Bytes::copy_from_slice(i));
+        image_column(
+            names.iter().map(|n| n.to_string()).collect(),
+            images.collect(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -185,8 +205,8 @@ mod tests {
     #[test]
     fn a_batch_over_two_gib_fails_with_what_to_lower() {
         // Zeroed pages are mapped on first touch: the check reads only lengths.
-        let gib = vec![0u8; 1 << 30];
-        let err = image_column(vec!["a".into(), "b".into()], &[&gib[..], &gib[..]])
+        let gib = bytes::Bytes::from(vec![0u8; 1 << 30]);
+        let err = image_column(vec!["a".into(), "b".into()], vec![gib.clone(), gib])
             .unwrap_err()
             .to_string();
         assert!(err.contains("2147483648 bytes"), "{err}");

@@ -11,7 +11,8 @@
 //! The leaf is an in-memory listing (one row per file: the table's columns
 //! except `image`, plus where the file lives), dealt into
 //! `target_partitions` contiguous groups up front and cut into batches of
-//! `clip.batch_size` rows. [`ImageScanExec`] keeps that batching, so a
+//! `clip.batch_size` rows, or fewer where their files total more than
+//! [`MAX_BATCH_BYTES`]. [`ImageScanExec`] keeps that batching, so a
 //! downstream `clip_*` call sees exactly one vision-tower batch per record
 //! batch and only that many files' bytes are in memory per partition.
 //! Contents are read only when `image` is projected, concurrently within a
@@ -47,6 +48,13 @@ use object_store::ObjectStoreExt;
 
 use crate::ClipOptions;
 use crate::image_origin::image_column;
+
+/// The most file bytes one batch reads, unless one file alone needs more.
+///
+/// It bounds the bytes a partition holds (this batch and the next) however
+/// large the files are, and keeps a batch's `image` column well under the
+/// 2 GiB that one `Binary` column can hold.
+pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Index of the `size` column in the table schema and the listing.
 const SIZE: usize = 2;
@@ -179,25 +187,49 @@ pub struct ImageScanExec {
     properties: Arc<PlanProperties>,
 }
 
+/// Cuts `files` into batches of at most `rows` files whose reads (each at
+/// most `read_cap` bytes) total at most [`MAX_BATCH_BYTES`]; a file that
+/// alone reads more is a batch by itself.
+fn batches(files: &[ImageFile], rows: usize, read_cap: u64) -> Vec<&[ImageFile]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, file) in files.iter().enumerate() {
+        let read = file.size.min(read_cap);
+        if i > start && (i - start >= rows || bytes.saturating_add(read) > MAX_BATCH_BYTES) {
+            batches.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(read);
+    }
+    if start < files.len() {
+        batches.push(&files[start..]);
+    }
+    batches
+}
+
 impl ImageScanExec {
     /// Deals `files` into at most `target_partitions` contiguous groups of
-    /// batches of `batch_rows` files, and scans them.
+    /// batches of `batch_rows` files (fewer where they total more than
+    /// [`MAX_BATCH_BYTES`]), and scans them. `max_image_bytes` is
+    /// `clip.max_image_bytes`: a file is read no further than one byte past it.
     pub fn try_new(
         files: Vec<ImageFile>,
         table_schema: SchemaRef,
         projection: Option<Vec<usize>>,
         target_partitions: usize,
         batch_rows: usize,
+        max_image_bytes: u64,
     ) -> Result<Self> {
         let n = target_partitions.clamp(1, files.len().max(1));
         let per = files.len().div_ceil(n).max(1);
         let listing = listing_schema(&table_schema);
+        let read_cap = max_image_bytes.saturating_add(1);
         let mut partitions: Vec<Vec<RecordBatch>> = files
             .chunks(per)
             .map(|group| {
-                group
-                    .chunks(batch_rows.max(1))
-                    .map(|chunk| listing_batch(chunk, &listing))
+                batches(group, batch_rows.max(1), read_cap)
+                    .into_iter()
+                    .map(|batch| listing_batch(batch, &listing))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<_>>()?;
@@ -332,7 +364,7 @@ async fn read_batch(
         });
         let bytes = futures::future::try_join_all(reads).await?;
         let urls = urls.iter().map(|u| u.unwrap_or_default().to_string());
-        Some(image_column(urls.collect(), &bytes)?)
+        Some(image_column(urls.collect(), bytes)?)
     } else {
         None
     };
@@ -428,11 +460,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn batches_end_at_batch_rows_or_the_byte_budget() {
+        let sized = |sizes: &[u64]| -> Vec<ImageFile> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| ImageFile { size, ..file(i) })
+                .collect()
+        };
+        let lengths = |files: &[ImageFile], rows, cap| -> Vec<usize> {
+            batches(files, rows, cap).iter().map(|b| b.len()).collect()
+        };
+        const MIB: u64 = 1024 * 1024;
+        // Small files: rows decide.
+        assert_eq!(lengths(&sized(&[MIB; 5]), 2, u64::MAX), [2, 2, 1]);
+        // 100 MiB files: two fit the budget, the third starts a batch.
+        assert_eq!(lengths(&sized(&[100 * MIB; 5]), 16, u64::MAX), [2, 2, 1]);
+        // A file over the budget is a batch of its own, and never empty.
+        assert_eq!(
+            lengths(&sized(&[MIB, 5 * MAX_BATCH_BYTES, MIB]), 16, u64::MAX),
+            [1, 1, 1]
+        );
+        // Files read only to the cap count only that much.
+        assert_eq!(lengths(&sized(&[10 * MAX_BATCH_BYTES; 4]), 16, MIB), [4]);
+        assert!(batches(&[], 16, u64::MAX).is_empty());
+    }
+
     #[tokio::test]
     async fn every_file_once_in_batches_of_batch_rows() {
         let files: Vec<_> = (0..10).map(file).collect();
         let schema = crate::image_schema(&["label".to_string()]);
-        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 5]), 3, 2).unwrap();
+        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 5]), 3, 2, u64::MAX).unwrap();
         assert_eq!(scan.file_count(), 10);
         let ctx = Arc::new(TaskContext::default());
         let mut names = Vec::new();

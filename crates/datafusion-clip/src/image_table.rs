@@ -297,6 +297,7 @@ impl TableProvider for ImageTable {
             projection.cloned(),
             partitions,
             options.batch_size,
+            options.max_image_bytes,
         )?))
     }
 }

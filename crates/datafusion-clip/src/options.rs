@@ -96,6 +96,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// The largest `clip.max_image_bytes`: a scan reads one byte past it, and
+/// that must still fit one value of a `Binary` column (under 2 GiB).
+const MAX_IMAGE_BYTES: u64 = i32::MAX as u64 - 1;
+
 impl ClipOptions {
     /// The error for a key (without `clip.`) that is not an option.
     fn unknown_option(key: &str) -> DataFusionError {
@@ -296,7 +300,16 @@ impl ExtensionOptions for ClipOptions {
                 }
             }
             "max_image_pixels" => self.max_image_pixels = parse_num(key, v, "a pixel count")?,
-            "max_image_bytes" => self.max_image_bytes = parse_num(key, v, "a byte count")?,
+            "max_image_bytes" => {
+                let n: u64 = parse_num(key, v, "a byte count")?;
+                if n > MAX_IMAGE_BYTES {
+                    return config_err!(
+                        "clip.max_image_bytes must be at most {MAX_IMAGE_BYTES} (one image value \
+                         holds under 2 GiB), got '{value}'"
+                    );
+                }
+                self.max_image_bytes = n;
+            }
             "fast_jpeg" => self.fast_jpeg = parse_bool(key, value)?,
             "intra_op_spinning" => self.intra_op_spinning = parse_bool(key, value)?,
             "graph_optimization" => self.graph_optimization = v.parse().map_err(|_| {
@@ -417,6 +430,7 @@ mod tests {
             ("batch_size", "x", "positive integer"),
             ("logit_scale", "-1", "positive number"),
             ("nonsense", "1", "unknown option clip.nonsense"),
+            ("max_image_bytes", "2147483647", "at most 2147483646"),
         ] {
             let err = o.set(key, value).unwrap_err().to_string();
             assert!(err.contains(expect), "{key}={value}: {err}");

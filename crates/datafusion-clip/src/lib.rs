@@ -72,7 +72,7 @@ pub use clip_scores::ClipScores;
 pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
 pub use codec::{ClipLogicalCodec, ClipPhysicalCodec};
-pub use image_scan::{ImageFile, ImageScanExec};
+pub use image_scan::{ImageFile, ImageScanExec, MAX_BATCH_BYTES};
 pub use image_table::{
     FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,
     parse_location,

@@ -24,6 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{
     Session, TableFunctionArgs, TableFunctionImpl, TableProvider, TableProviderFactory,
 };
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTableUrl;
@@ -255,22 +256,26 @@ impl TableProvider for ImageTable {
     }
 
     /// Filters that do not read `image` are applied to the file listing,
-    /// exactly, before any file is read.
+    /// exactly, before any file is read. Those that are volatile or call a
+    /// `clip_*` function (a model at planning time) are left to a filter node.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
+        filters
             .iter()
             .map(|f| {
                 let reads_image = f.column_refs().iter().any(|c| c.name == IMAGE_COLUMN);
-                if reads_image || f.is_volatile() {
+                let calls_clip = f.exists(|e| {
+                    Ok(matches!(e, Expr::ScalarFunction(call) if call.name().starts_with("clip_")))
+                })?;
+                Ok(if reads_image || calls_clip || f.is_volatile() {
                     TableProviderFilterPushDown::Unsupported
                 } else {
                     TableProviderFilterPushDown::Exact
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn scan(

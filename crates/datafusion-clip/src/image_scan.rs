@@ -321,11 +321,14 @@ impl DisplayAs for ImageScanExec {
     }
 }
 
-/// The output batch for one batch of listing rows.
+/// The output batch for one batch of listing rows. A file is read no
+/// further than `read_cap` bytes (`clip.max_image_bytes + 1`): one over the
+/// limit only far enough for the functions to see that it is, never whole.
 async fn read_batch(
     listing: RecordBatch,
     schema: SchemaRef,
     projection: Vec<usize>,
+    read_cap: u64,
     context: Arc<TaskContext>,
 ) -> Result<RecordBatch> {
     let n = listing.num_columns();
@@ -334,11 +337,6 @@ async fn read_batch(
         let sizes = listing.column(SIZE).as_primitive::<UInt64Type>();
         let stores = listing.column(n - 2).as_string::<i32>();
         let locations = listing.column(n - 1).as_string::<i32>();
-        // A file over clip.max_image_bytes is read only far enough for the
-        // functions to see that it is: never whole, however large.
-        let max_bytes = ClipOptions::from_config(context.session_config().options())
-            .max_image_bytes
-            .saturating_add(1);
         let reads = (0..listing.num_rows()).map(|row| {
             let context = Arc::clone(&context);
             let url = urls.value(row).to_string();
@@ -351,8 +349,8 @@ async fn read_batch(
                     .object_store(ObjectStoreUrl::parse(&store)?)?;
                 let location = object_store::path::Path::parse(&location)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let read = if size >= max_bytes {
-                    store.get_range(&location, 0..max_bytes).await
+                let read = if size >= read_cap {
+                    store.get_range(&location, 0..read_cap).await
                 } else {
                     match store.get(&location).await {
                         Ok(get) => get.bytes().await,
@@ -428,12 +426,15 @@ impl ExecutionPlan for ImageScanExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
+        let read_cap = ClipOptions::from_config(context.session_config().options())
+            .max_image_bytes
+            .saturating_add(1);
         let stream = input
             .map(move |listing| {
                 let schema = Arc::clone(&schema);
                 let projection = projection.clone();
                 let context = Arc::clone(&context);
-                async move { read_batch(listing?, schema, projection, context).await }
+                async move { read_batch(listing?, schema, projection, read_cap, context).await }
             })
             // Read the next batch's files while this one is being classified.
             .buffered(2);

@@ -2039,3 +2039,177 @@ fn permanent_s3_faults_fail_clearly_in_bounded_time_without_output() {
         assert!(o.stdout.is_empty(), "{fault:?} printed {:?}", stdout(&o));
     }
 }
+
+/// `clipql` run as PID 1 of a new PID namespace, as in a container: every
+/// run gets the same PID. `--kill-child` makes a SIGKILL of the returned
+/// child (unshare) kill clipql too.
+fn clipql_as_pid_1(args: &[String]) -> Command {
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--pid", "--fork", "true"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "this test runs clipql in a PID namespace with util-linux's \
+         `unshare --user --map-root-user --pid --fork` (Debian: apt-get install util-linux), \
+         which failed here: {probe:?}"
+    );
+    let plain = clipql_command();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--kill-child=SIGKILL",
+    ])
+    .arg(plain.get_program())
+    .args(args)
+    .current_dir(root());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+/// Rows in a journal that may be mid-write: none before its schema is in,
+/// and only whole batches after it.
+fn journal_row_count(path: &Path) -> usize {
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    match datafusion::arrow::ipc::reader::StreamReader::try_new(file, None) {
+        Ok(reader) => reader.map_while(Result::ok).map(|b| b.num_rows()).sum(),
+        Err(_) => 0,
+    }
+}
+
+/// `path → label` of a classify output, read back with `clipql sql`; also
+/// checks that no path has two rows.
+fn labels_by_path(out: &Path) -> std::collections::BTreeMap<String, String> {
+    let o = clipql(&[
+        "sql",
+        "--format",
+        "jsonl",
+        "-c",
+        &format!("SELECT path, label FROM '{}'", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut labels = std::collections::BTreeMap::new();
+    for line in stdout(&o).lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let path = row["path"].as_str().unwrap().to_string();
+        let label = row["label"].as_str().unwrap_or("NULL").to_string();
+        assert!(labels.insert(path.clone(), label).is_none(), "{path} twice");
+    }
+    labels
+}
+
+/// Issue 14's end-to-end kill test: 200 images, batches of 4, every run PID 1
+/// of its own PID namespace (so a journal named by PID would be truncated by
+/// the run resuming it: item 1), SIGKILLed at 5 random moments and resumed
+/// each time. The result has exactly one row per image, with an
+/// uninterrupted run's labels.
+#[test]
+fn classify_resume_survives_five_kills_with_a_repeating_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "md"))
+        .collect();
+    sources.sort();
+    for i in 0..200 {
+        let src = &sources[i % sources.len()];
+        let name = format!("{i:03}_{}", src.file_name().unwrap().to_string_lossy());
+        std::fs::copy(src, photos.join(name)).unwrap();
+    }
+    let args = |out: &Path, resume: bool| {
+        let mut a: Vec<String> = [
+            "classify",
+            photos.to_str().unwrap(),
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "a photo of a cat",
+            "a photo of a dog",
+            "a rocket",
+            "--batch-size",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+
+    let reference = dir.path().join("reference.parquet");
+    let started = std::time::Instant::now();
+    let o = clipql_as_pid_1(&args(&reference, false)).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let full_run = started.elapsed();
+    let expected = labels_by_path(&reference);
+    assert_eq!(expected.len(), 200);
+
+    // Kill moments: 5 random row counts, in increasing order; each run is
+    // killed once its journal (which also gets the rows it copies from the
+    // runs before it) holds that many. The seed comes from the clock and is
+    // printed, so a failure can be replayed.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill-moment seed {seed}, uninterrupted run {full_run:?}");
+    let mut moments: Vec<usize> = (0..5)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            1 + (seed % 199) as usize
+        })
+        .collect();
+    moments.sort();
+    let out = dir.path().join("out.parquet");
+    for (attempt, kill_at) in moments.into_iter().enumerate() {
+        let before = journals_in(dir.path());
+        let mut child = clipql_as_pid_1(&args(&out, attempt > 0))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let rows = loop {
+            let rows = journals_in(dir.path())
+                .iter()
+                .filter(|j| !before.contains(j))
+                .map(|j| journal_row_count(j))
+                .max()
+                .unwrap_or(0);
+            if rows >= kill_at || child.try_wait().unwrap().is_some() {
+                break rows;
+            }
+            assert!(started.elapsed().as_secs() < 300);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        eprintln!("run {attempt}: killed at {rows} journal rows (aim {kill_at}): {status}");
+        assert!(
+            status.code().is_none(),
+            "run {attempt} finished before its kill: {status}"
+        );
+    }
+    let o = clipql_as_pid_1(&args(&out, true)).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(journals_in(dir.path()).is_empty(), "journals are removed");
+    assert_eq!(labels_by_path(&out), expected);
+}

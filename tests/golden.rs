@@ -92,6 +92,75 @@ fn token_ids_match_clip_tokenizer() {
     }
 }
 
+#[derive(Deserialize)]
+struct ShapeCases {
+    cases: Vec<ShapeCase>,
+}
+
+#[derive(Deserialize)]
+struct ShapeCase {
+    width: u32,
+    height: u32,
+    png: String,
+    shape: Vec<usize>,
+}
+
+/// The source pixels of `tests/fixtures/generate_shapes.py`'s `pattern`:
+/// red ramps along x, green along y, blue a 7x5 checkerboard.
+fn shape_pattern(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let r = x * 255 / (w - 1).max(1);
+        let g = y * 255 / (h - 1).max(1);
+        let b = if (x / 7 + y / 5) % 2 == 0 { 255 } else { 0 };
+        image::Rgb([r as u8, g as u8, b as u8])
+    })
+}
+
+/// Issue 14, item 4: every aspect ratio transformers preprocesses, from 1x1
+/// and 1-pixel strips to a 500x58 panorama (which used to fail with "Size of
+/// the crop box is out of the image boundaries") and a 10000x10 strip, gives
+/// transformers' pixel values to within one 8-bit level.
+#[test]
+fn every_aspect_ratio_is_preprocessed_like_transformers() {
+    let dir = fixtures().join("shapes");
+    let cases: ShapeCases =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("shapes.json")).unwrap()).unwrap();
+    assert!(cases.cases.len() >= 15);
+    let cfg =
+        PreprocessConfig::from_file(&fixtures().join("model/preprocessor_config.json")).unwrap();
+    let (mean, std) = cfg.normalize.unwrap();
+    let mut failures = Vec::new();
+    for case in &cases.cases {
+        let label = format!("{}x{}", case.width, case.height);
+        let reference = image::open(dir.join(&case.png)).unwrap().to_rgb8();
+        let (rw, rh) = reference.dimensions();
+        assert_eq!(case.shape, [3, rh as usize, rw as usize], "{label}");
+        let mut ours = Vec::new();
+        if let Err(e) = cfg.apply(&shape_pattern(case.width, case.height), &mut ours) {
+            failures.push(format!("{label}: {e}"));
+            continue;
+        }
+        assert_eq!(ours.len(), 3 * (rw * rh) as usize, "{label}");
+        let plane = (rw * rh) as usize;
+        let max = reference
+            .enumerate_pixels()
+            .flat_map(|(x, y, p)| {
+                let i = (y * rw + x) as usize;
+                (0..3).map(move |c| (c, i, p.0[c]))
+            })
+            .map(|(c, i, v)| {
+                let expected = (v as f32 / 255.0 - mean[c]) / std[c];
+                (ours[c * plane + i] - expected).abs()
+            })
+            .fold(0.0f32, f32::max);
+        eprintln!("shape {label}: max |Δ| = {max:.5}");
+        if max > 0.02 {
+            failures.push(format!("{label}: max |Δ| = {max}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 #[test]
 fn long_text_is_truncated_with_eos_kept() {
     let model = model();

@@ -307,20 +307,10 @@ impl PreprocessConfig {
             .chunks_exact(3)
             .map(|p| F32x3::new([p[0] as f32, p[1] as f32, p[2] as f32]))
             .collect();
-        let sx = w0 as f64 / w as f64;
-        let sy = h0 as f64 / h as f64;
-        let horizontal = pass(
-            input,
-            (w0, h0),
-            (cw, h0),
-            (left as f64 * sx, 0.0, cw as f64 * sx, h0 as f64),
-        )?;
-        let both = pass(
-            horizontal,
-            (cw, h0),
-            (cw, ch),
-            (0.0, top as f64 * sy, cw as f64, ch as f64 * sy),
-        )?;
+        let (x, crop_w) = source_span(left, cw, w, w0);
+        let (y, crop_h) = source_span(top, ch, h, h0);
+        let horizontal = pass(input, (w0, h0), (cw, h0), (x, 0.0, crop_w, h0 as f64))?;
+        let both = pass(horizontal, (cw, h0), (cw, ch), (0.0, y, cw as f64, crop_h))?;
         Ok(both.iter().flat_map(|p| p.0.map(|v| v as u8)).collect())
     }
 
@@ -386,6 +376,29 @@ impl PreprocessConfig {
         }
         Ok(())
     }
+}
+
+/// The source interval `(start, length)` that the output window
+/// `start..start + len` of an axis resized from `src` to `dst` pixels covers.
+///
+/// It never reaches past the source, which `fast_image_resize` refuses. The
+/// plain `(start + len) * src / dst` can, by one rounding: a 500×58 image
+/// resized to 1931×224 has a full-height window of `224 * (58 / 224)`, which
+/// is 58.000000000000007 (issue 14).
+fn source_span(start: u64, len: u32, dst: u64, src: u32) -> (f64, f64) {
+    let src = src as f64;
+    if start == 0 && len as u64 == dst {
+        return (0.0, src);
+    }
+    let scale = src / dst as f64;
+    let begin = (start as f64 * scale).min(src);
+    let end = ((start + len as u64) as f64 * scale).min(src);
+    let mut length = (end - begin).max(0.0);
+    // `begin + length` may still round above `src`.
+    while length > 0.0 && begin + length > src {
+        length = f64::from_bits(length.to_bits() - 1);
+    }
+    (begin, length)
 }
 
 #[cfg(test)]
@@ -455,6 +468,24 @@ mod tests {
             c.apply(&img, &mut Vec::new()),
             Err(ImageError::TooManyPixels { .. })
         ));
+    }
+
+    #[test]
+    fn source_spans_never_pass_the_source() {
+        // The small panorama of issue 14, and every height for a width of 500.
+        let c = PreprocessConfig::from_json(r#"{"size": 224, "crop_size": 224}"#).unwrap();
+        for h0 in 1..=600u32 {
+            for (w0, h0) in [(500, h0), (h0, 500)] {
+                let (w, h) = c.resized_size(w0, h0);
+                for (start, len, dst, src) in
+                    [((w - 224) / 2, 224, w, w0), ((h - 224) / 2, 224, h, h0)]
+                {
+                    let (b, l) = source_span(start, len, dst, src);
+                    assert!(b >= 0.0 && l > 0.0 && b + l <= src as f64, "{w0}x{h0}");
+                }
+            }
+        }
+        assert_eq!(source_span(0, 224, 224, 58), (0.0, 58.0));
     }
 
     #[test]

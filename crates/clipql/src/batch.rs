@@ -199,14 +199,7 @@ impl Output {
             });
         };
         let format = Format::from_path(target)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-        let file = File::create(&temp).map_err(|e| {
-            DataFusionError::IoError(e).context(format!("creating {}", temp.display()))
-        })?;
+        let (file, temp) = crate::resume::create_beside(target, ".partial")?;
         let sink = match format {
             Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?),
             Format::Csv => Sink::Csv(BufWriter::new(file), false),

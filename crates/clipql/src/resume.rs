@@ -4,8 +4,13 @@
 //! complete, and a half-written Parquet file has no footer, so an interrupted
 //! run leaves nothing readable there. Each run therefore also appends every
 //! output batch to a **journal** beside the output,
-//! `.NAME.PID.journal` (an Arrow IPC stream, flushed per batch: a crash
+//! `.NAME.RANDOM.journal` (an Arrow IPC stream, flushed per batch: a crash
 //! loses at most the batch in flight). A successful run deletes the journals.
+//!
+//! Every run creates its journal as a new file with a name no other file has
+//! (`O_EXCL`, a random part), never one derived from the process id: in a
+//! container every run may be PID 1, and a journal named by PID would be
+//! truncated by the very run that is reading it back.
 //!
 //! `--resume` reads back the rows of the previous complete output (Parquet)
 //! and of any journals, keys the successful ones by `path`, `size` and
@@ -37,13 +42,31 @@ use datafusion_clip::FileKey;
 /// The schema metadata key holding a job's settings.
 pub const SETTINGS_KEY: &str = "clipql.settings";
 
-/// The journal a run writes beside `target`.
-fn journal_path(target: &Path) -> PathBuf {
-    target.with_file_name(format!(
-        ".{}.{}.journal",
-        file_name(target),
-        std::process::id()
-    ))
+/// The folder `target` is in.
+fn parent_dir(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates a new file beside `target`, named `.NAME.RANDOM{suffix}`: created
+/// with `O_EXCL`, so it is never a file that exists already (an earlier run's
+/// journal, say), whatever the process id.
+pub fn create_beside(target: &Path, suffix: &str) -> Result<(File, PathBuf)> {
+    let dir = parent_dir(target);
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.", file_name(target)))
+        .suffix(suffix)
+        .tempfile_in(&dir)
+        .and_then(|f| f.keep().map_err(|e| e.error))
+        .map_err(|e| {
+            DataFusionError::IoError(e).context(format!(
+                "creating a {suffix} file for {} in {}",
+                file_name(target),
+                dir.display()
+            ))
+        })
 }
 
 fn file_name(target: &Path) -> String {
@@ -56,10 +79,7 @@ fn file_name(target: &Path) -> String {
 /// Every journal of `target`, from any run.
 fn journals(target: &Path) -> Vec<PathBuf> {
     let prefix = format!(".{}.", file_name(target));
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(target);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -82,10 +102,7 @@ pub struct Journal {
 impl Journal {
     /// Starts this run's journal for `target`.
     pub fn create(target: &Path, schema: &SchemaRef) -> Result<Self> {
-        let path = journal_path(target);
-        let file = File::create(&path).map_err(|e| {
-            DataFusionError::IoError(e).context(format!("creating {}", path.display()))
-        })?;
+        let (file, path) = create_beside(target, ".journal")?;
         let writer = StreamWriter::try_new(BufWriter::new(file), schema)?;
         Ok(Self { writer, path })
     }
@@ -261,4 +278,89 @@ fn succeeded(batch: &RecordBatch, row: usize) -> bool {
     batch
         .column_by_name("error")
         .is_some_and(|e| e.is_null(row))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray, UInt64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    fn batch(schema: &SchemaRef, paths: &[&str]) -> RecordBatch {
+        let n = paths.len();
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![
+                Arc::new(StringArray::from(paths.to_vec())),
+                Arc::new(UInt64Array::from(vec![7u64; n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![1i64; n]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(
+            Schema::new(vec![
+                Field::new("path", DataType::Utf8, false),
+                Field::new("size", DataType::UInt64, true),
+                Field::new(
+                    "modified",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true,
+                ),
+                Field::new("error", DataType::Utf8, true),
+            ])
+            .with_metadata([(SETTINGS_KEY.to_string(), "s".to_string())].into()),
+        )
+    }
+
+    /// Issue 14, item 1: a run with the PID of the run it resumes (every run
+    /// in a container may be PID 1; here both are this process) must not
+    /// truncate the journal it reads back before copying its rows.
+    #[test]
+    fn a_new_journal_never_truncates_the_one_being_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.parquet");
+        let schema = schema();
+        let mut killed = Journal::create(&target, &schema).unwrap();
+        killed.append(&batch(&schema, &["a", "b"])).unwrap();
+        drop(killed);
+
+        let previous = Previous::load(&target, "s").unwrap();
+        assert_eq!(previous.done.len(), 2);
+        // What `clipql classify --resume` does next: start its own journal
+        // and partial output, then copy the previous rows.
+        let _journal = Journal::create(&target, &schema).unwrap();
+        let _partial = create_beside(&target, ".partial").unwrap();
+        let mut copied = Vec::new();
+        let n = previous
+            .copy("s", &previous.done, &schema, &mut |b| {
+                copied.push(b);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 2, "every finished row is copied back");
+        assert_eq!(journals(&target).len(), 2, "two journals, one per run");
+    }
+
+    #[test]
+    fn files_beside_the_target_get_distinct_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.parquet");
+        let (_, a) = create_beside(&target, ".partial").unwrap();
+        let (_, b) = create_beside(&target, ".partial").unwrap();
+        assert_ne!(a, b);
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with(".out.parquet.") && name.ends_with(".partial"),
+                "{name}"
+            );
+            assert_eq!(p.parent(), Some(dir.path()));
+        }
+    }
 }

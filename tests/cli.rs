@@ -336,6 +336,64 @@ fn an_incompatible_onnx_runtime_names_both_versions_and_the_fix() {
     }
 }
 
+/// Issue 14, item 13: a library planted in `.clipql/onnxruntime/` above the
+/// current directory (or above the executable) is never loaded; one beside
+/// the executable is.
+#[test]
+fn a_library_planted_above_the_working_directory_is_not_loaded() {
+    // The executable outside the checkout, as an installed clipql is: a
+    // hard link where the file system allows it, else a copy.
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("clipql");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_clipql"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_clipql"), &exe).unwrap();
+    }
+    let work = tmp.path().join("shared/work");
+    std::fs::create_dir_all(&work).unwrap();
+    for planted in [tmp.path(), &tmp.path().join("shared"), &work] {
+        let dir = planted.join(".clipql/onnxruntime");
+        std::fs::create_dir_all(&dir).unwrap();
+        fake_onnxruntime(&dir, Some("1.10.0"));
+    }
+    let version = |exe: &Path| {
+        let mut cmd = clipql_command();
+        let mut run = Command::new(exe);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => run.env(k, v),
+                None => run.env_remove(k),
+            };
+        }
+        cmd = run;
+        let o = cmd
+            .arg("--version")
+            .env_remove("ORT_DYLIB_PATH")
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let out = version(&exe);
+    let checkout = root().join(".clipql/onnxruntime");
+    assert!(out.contains("ONNX Runtime 1.32.0"), "{out}");
+    assert!(out.contains(&checkout.display().to_string()), "{out}");
+
+    // Provisioned beside the executable: that one.
+    let beside = bin.join(".clipql/onnxruntime");
+    std::fs::create_dir_all(&beside).unwrap();
+    let real = std::fs::read_dir(&checkout)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".so.1.32.0"))
+        .unwrap();
+    std::fs::copy(&real, beside.join(real.file_name().unwrap())).unwrap();
+    let out = version(&exe);
+    assert!(out.contains(&beside.display().to_string()), "{out}");
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()

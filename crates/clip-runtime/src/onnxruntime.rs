@@ -4,10 +4,13 @@
 //! library is looked up at run time, in this order:
 //!
 //! 1. `ORT_DYLIB_PATH`, a path to the library file;
-//! 2. the project-local folder that `cargo xtask setup` fills from the pinned
-//!    `onnxruntime` wheel on PyPI: `.clipql/onnxruntime/` next to the running
-//!    executable's ancestors, the current directory's ancestors, or the
-//!    source checkout this crate was built from;
+//! 2. the folder that `cargo xtask setup` fills from the pinned `onnxruntime`
+//!    wheel on PyPI, `.clipql/onnxruntime/`, in exactly two places: the
+//!    folder the running executable is in (an installed `clipql` with its
+//!    library beside it), and the source checkout this crate was built from
+//!    (`target/*/clipql` in a checkout). Never the current directory or any
+//!    other ancestor: a library planted in `/tmp/.clipql/onnxruntime/` would
+//!    otherwise run as the user of every `clipql` started below `/tmp`;
 //! 3. otherwise a [`ClipError::RuntimeMissing`] naming the set-up command.
 //!
 //! `ort` would panic on a failed `dlopen`, so the path is resolved and checked
@@ -56,23 +59,40 @@ pub fn locate_library() -> Result<PathBuf> {
             path.display()
         )));
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    for root in &roots {
-        if let Some(lib) = library_in(&root.join(PROVISIONED_DIR)) {
+    for dir in provisioned_dirs() {
+        if let Some(lib) = library_in(&dir) {
             return Ok(lib);
         }
     }
     Err(missing(format!(
         "{DYLIB_ENV} is unset and no {PROVISIONED_DIR}/libonnxruntime.so* was found \
-         above the executable or the current directory"
+         beside the executable or in the checkout it was built from ({})",
+        provisioned_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
+}
+
+/// The only folders the library is looked up in, without `ORT_DYLIB_PATH`:
+/// beside the executable, and in the checkout that built this crate.
+fn provisioned_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(exe_dir.join(PROVISIONED_DIR));
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    dirs.push(
+        checkout
+            .canonicalize()
+            .unwrap_or(checkout)
+            .join(PROVISIONED_DIR),
+    );
+    dirs
 }
 
 /// The library file in a provisioned folder, if there is one.
@@ -190,7 +210,8 @@ mod tests {
 
     #[test]
     fn finds_the_versioned_library_in_a_folder() {
-        let dir = std::env::temp_dir().join(format!("clipql-ort-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ort");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("libonnxruntime.so.1"), b"").unwrap();
         std::fs::write(dir.join("libonnxruntime.so.1.32.0"), b"").unwrap();

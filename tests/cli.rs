@@ -2271,3 +2271,161 @@ fn classify_resume_survives_five_kills_with_a_repeating_pid() {
     assert!(journals_in(dir.path()).is_empty(), "journals are removed");
     assert_eq!(labels_by_path(&out), expected);
 }
+
+/// Issue 14, item 2, as it was reproduced: files deleted while `classify`
+/// runs cost their own rows only. Each gets NULL plus "file vanished after
+/// listing", every other file its label, and the job exits 3 (some failed),
+/// not 1 with no output.
+#[test]
+fn files_deleted_during_a_run_get_a_reason_and_the_job_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let chelsea = root().join("tests/fixtures/photos/chelsea.jpg");
+    for i in 0..200 {
+        std::fs::copy(&chelsea, photos.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    let out = dir.path().join("out.parquet");
+    let mut child = clipql_command()
+        .args([
+            "classify",
+            photos.to_str().unwrap(),
+            "--model",
+            "tests/fixtures/model",
+            "--labels",
+            "a photo of a cat",
+            "a photo of a dog",
+            "--batch-size",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first rows are out, delete every other file.
+    let started = std::time::Instant::now();
+    while journals_in(dir.path())
+        .iter()
+        .all(|j| journal_row_count(j) == 0)
+    {
+        assert!(child.try_wait().unwrap().is_none(), "ended too soon");
+        assert!(started.elapsed().as_secs() < 120);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for i in (1..200).step_by(2) {
+        std::fs::remove_file(photos.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = clipql(&[
+        "sql",
+        "--format",
+        "jsonl",
+        "-c",
+        &format!("SELECT path, label, error FROM '{}'", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 200);
+    let mut vanished = 0;
+    for row in &rows {
+        let path = row["path"].as_str().unwrap();
+        let n: usize = path[path.len() - 7..path.len() - 4].parse().unwrap();
+        if row["label"].is_null() {
+            assert_eq!(
+                row["error"], "file vanished after listing (not found when read)",
+                "{row}"
+            );
+            assert_eq!(n % 2, 1, "only deleted files fail: {row}");
+            vanished += 1;
+        } else {
+            assert!(row["error"].is_null(), "{row}");
+        }
+    }
+    assert!(vanished > 0, "no file was read after its deletion");
+    eprintln!("{vanished} of 100 deleted files were not read before their deletion");
+}
+
+/// Issue 14, items 5 and 4: Parquet and image sources in one run are refused
+/// (image folders used to be read as Parquet and add no rows); every Parquet
+/// source's schema counts, and disagreeing ones are a clear error; a NULL
+/// image in Parquet gets a reason, not label NULL and error NULL.
+#[test]
+fn mixed_and_disagreeing_sources_are_refused_and_null_images_have_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.parquet");
+    let b = dir.path().join("b.parquet");
+    let c = dir.path().join("c.parquet");
+    let sql = format!(
+        "COPY (SELECT name, image FROM read_images('tests/fixtures/photos/')) TO '{}'; \
+         COPY (SELECT name, CASE WHEN name = 'chelsea.jpg' THEN NULL ELSE image END AS image, \
+               size FROM read_images('tests/fixtures/photos/')) TO '{}'; \
+         COPY (SELECT size AS name, image FROM read_images('tests/fixtures/photos/')) TO '{}'",
+        a.display(),
+        b.display(),
+        c.display()
+    );
+    let o = clipql(&["sql", "-c", &sql]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let classify = |sources: &[&Path], out: &Path| {
+        let mut args: Vec<String> = vec!["classify".into()];
+        args.extend(sources.iter().map(|s| s.to_str().unwrap().to_string()));
+        args.extend(
+            [
+                "--model",
+                "tests/fixtures/model",
+                "--labels",
+                "cat",
+                "dog",
+                "--output",
+                out.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        clipql_command().args(args).output().unwrap()
+    };
+    let out = dir.path().join("out.jsonl");
+
+    let photos = root().join("tests/fixtures/photos");
+    let o = classify(&[&a, &photos], &out);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the sources mix Parquet"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+
+    let o = classify(&[&a, &c], &out);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the Parquet sources' schemas disagree"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Compatible schemas (b has one more column): every row of both; the
+    // NULL image has its reason.
+    let o = classify(&[&a, &b], &out);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let rows = jsonl_rows(&out);
+    let photos_count = std::fs::read_dir(&photos)
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".md")
+        })
+        .count();
+    assert_eq!(rows.len(), 2 * photos_count);
+    let failed: Vec<_> = rows.iter().filter(|r| r["label"].is_null()).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["error"], "no image: the image value is NULL");
+}

@@ -156,6 +156,14 @@ pub enum ImageError {
     /// Inference failed for the batch this image was in.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The file could not be read for a reason no retry mends: it vanished
+    /// after it was listed, or reading it was refused (the bytes are an
+    /// [`crate::unreadable_placeholder`]).
+    #[error("{0}")]
+    Unreadable(String),
+    /// The image value is NULL (a Parquet row without one, say).
+    #[error("no image: the image value is NULL")]
+    Null,
 }
 
 impl ClipError {

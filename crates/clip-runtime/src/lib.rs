@@ -40,7 +40,9 @@ mod score;
 mod tokenize;
 mod tower;
 
-pub use decode::{DecodeLimits, decode_rgb, decode_rgb_at_least};
+pub use decode::{
+    DecodeLimits, UNREADABLE_MARKER, decode_rgb, decode_rgb_at_least, unreadable_placeholder,
+};
 pub use error::{ClipError, ImageError, Result};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{

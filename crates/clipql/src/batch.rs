@@ -464,6 +464,19 @@ async fn register_sources(
     previous: Option<&Previous>,
 ) -> Result<Sources> {
     let parquet = job.image_column.is_some() || job.sources.iter().any(|s| is_parquet_source(s));
+    if job.image_column.is_none()
+        && let (Some(p), Some(i)) = (
+            job.sources.iter().find(|s| is_parquet_source(s)),
+            job.sources.iter().find(|s| !is_parquet_source(s)),
+        )
+    {
+        // Never read an image folder as Parquet (it would add no rows).
+        return Err(DataFusionError::Plan(format!(
+            "the sources mix Parquet ({p}) and image files ({i}); one run reads one kind: \
+             run the Parquet sources and the image sources as two jobs, each with its own \
+             --output"
+        )));
+    }
     if !parquet {
         let mut table = ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?;
         let mut resumed = HashSet::new();
@@ -496,10 +509,25 @@ async fn register_sources(
         .collect::<Result<Vec<_>>>()?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    // The schema of every source, not only the first (which is all that
+    // ListingTableConfig::infer_schema reads), merged.
+    let mut schemas = Vec::with_capacity(urls.len());
+    for (url, source) in urls.iter().zip(&job.sources) {
+        let schema = options
+            .infer_schema(&ctx.state(), url)
+            .await
+            .map_err(|e| e.context(format!("reading the Parquet schema of {source}")))?;
+        schemas.push(schema.as_ref().clone());
+    }
+    let schema = Schema::try_merge(schemas).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "the Parquet sources' schemas disagree ({e}); give sources with one schema, \
+             or run them as separate jobs"
+        ))
+    })?;
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
-        .infer_schema(&ctx.state())
-        .await?;
+        .with_schema(Arc::new(schema));
     ctx.register_table("source", Arc::new(ListingTable::try_new(config)?))?;
     let schema = ctx.table("source").await?.schema().as_arrow().clone();
     let (image, path) = image_columns(&schema, job.image_column.as_deref())?;

@@ -9,11 +9,14 @@
 //! With the default `clip.on_error = 'null'`, an undecodable image gives NULL
 //! from the other functions; this function says why, per row, without
 //! failing the query. It decodes with the same limits (`clip.max_image_pixels`,
-//! `clip.max_image_bytes`) and needs no model. A NULL image gives NULL.
+//! `clip.max_image_bytes`) and needs no model. A NULL image is not usable
+//! either: it gives `no image: the image value is NULL`. An IMAGE table's
+//! file that could not be read (it vanished after listing, access was
+//! denied) gives that reason.
 
 use std::sync::Arc;
 
-use clip_runtime::decode_rgb;
+use clip_runtime::{ImageError, decode_rgb};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
@@ -69,7 +72,10 @@ impl ScalarUDFImpl for ClipImageError {
         let array = args.args[0].to_array(args.number_rows)?;
         let reasons: StringArray = binary_rows(array.as_ref())?
             .into_iter()
-            .map(|bytes| bytes.and_then(|b| decode_rgb(b, &limits).err().map(|e| e.to_string())))
+            .map(|bytes| match bytes {
+                Some(b) => decode_rgb(b, &limits).err().map(|e| e.to_string()),
+                None => Some(ImageError::Null.to_string()),
+            })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(reasons)))
     }

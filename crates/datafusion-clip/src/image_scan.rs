@@ -321,6 +321,81 @@ impl DisplayAs for ImageScanExec {
     }
 }
 
+/// Reads at most `read_cap` bytes of an object, counting the bytes that
+/// arrive, not trusting the listing: an object that grew or was replaced by
+/// a bigger one after it was listed is still cut at the cap. Where the
+/// listing already says it is over, only the cap is asked for.
+async fn read_capped(
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+    listed_size: u64,
+    read_cap: u64,
+) -> object_store::Result<bytes::Bytes> {
+    if listed_size >= read_cap {
+        return store.get_range(location, 0..read_cap).await;
+    }
+    let mut stream = store.get(location).await?.into_stream();
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = read_cap - total;
+        let chunk = if chunk.len() as u64 > room {
+            chunk.slice(..room as usize)
+        } else {
+            chunk
+        };
+        total += chunk.len() as u64;
+        chunks.push(chunk);
+        if total >= read_cap {
+            break;
+        }
+    }
+    Ok(match <[bytes::Bytes; 1]>::try_from(chunks) {
+        // One chunk (a local file, a small object) is used without a copy.
+        Ok([one]) => one,
+        Err(chunks) => {
+            let mut all = Vec::with_capacity(total as usize);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            bytes::Bytes::from(all)
+        }
+    })
+}
+
+/// The reason to give one row, when reading its object failed in a way
+/// that no retry mends and that concerns that object alone: it is gone, or
+/// this reader may not read it. Anything else (the store down, every retry
+/// spent, a refused connection) is `None`, and fails the query.
+fn lasting_object_error(e: &object_store::Error) -> Option<&'static str> {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => return Some(VANISHED),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return Some(ACCESS_DENIED),
+        _ => {}
+    }
+    // The local store reports a failed open as a generic error around the
+    // operating system's.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::NotFound => return Some(VANISHED),
+                std::io::ErrorKind::PermissionDenied => return Some(ACCESS_DENIED),
+                _ => {}
+            }
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The reason for a listed file that is not there when read.
+pub const VANISHED: &str = "file vanished after listing (not found when read)";
+/// The reason for a listed file this process may not read.
+pub const ACCESS_DENIED: &str = "access denied when reading the file";
+
 /// The output batch for one batch of listing rows. A file is read no
 /// further than `read_cap` bytes (`clip.max_image_bytes + 1`): one over the
 /// limit only far enough for the functions to see that it is, never whole.
@@ -349,15 +424,16 @@ async fn read_batch(
                     .object_store(ObjectStoreUrl::parse(&store)?)?;
                 let location = object_store::path::Path::parse(&location)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let read = if size >= read_cap {
-                    store.get_range(&location, 0..read_cap).await
-                } else {
-                    match store.get(&location).await {
-                        Ok(get) => get.bytes().await,
-                        Err(e) => Err(e),
-                    }
-                };
-                read.map_err(|e| DataFusionError::from(e).context(format!("reading {url}")))
+                match read_capped(store.as_ref(), &location, size, read_cap).await {
+                    Ok(bytes) => Ok(bytes),
+                    Err(e) => match lasting_object_error(&e) {
+                        // This row only: the query goes on.
+                        Some(reason) => Ok(bytes::Bytes::from(
+                            clip_runtime::unreadable_placeholder(reason),
+                        )),
+                        None => Err(DataFusionError::from(e).context(format!("reading {url}"))),
+                    },
+                }
             }
         });
         let bytes = futures::future::try_join_all(reads).await?;
@@ -520,5 +596,127 @@ mod tests {
             names,
             (0..10).map(|i| format!("{i}.jpg")).collect::<Vec<_>>()
         );
+    }
+
+    /// A context as `clipql sql` makes one, over the fixture model.
+    fn context() -> datafusion::prelude::SessionContext {
+        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+            crate::session_config(),
+            crate::runtime_env().unwrap(),
+        );
+        crate::register_all(&ctx).unwrap();
+        ctx
+    }
+
+    /// Issue 14, items 2 and 7: after the listing, one file is deleted, one
+    /// is replaced by a directory, and one grows past `clip.max_image_bytes`.
+    /// The deleted ones get NULL plus a reason and the query goes on; the
+    /// grown one is read only to the limit + 1 bytes. In strict mode the
+    /// query fails, naming the file.
+    #[tokio::test]
+    async fn files_that_change_after_listing_cost_only_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/photos/chelsea.jpg");
+        for name in ["a.jpg", "b.jpg", "c.jpg"] {
+            std::fs::copy(&photo, dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("d.jpg"), b"tiny").unwrap();
+        let ctx = context();
+        let model =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/model");
+        ctx.sql(&format!("SET clip.model = '{}'", model.display()))
+            .await
+            .unwrap();
+        ctx.sql("SET clip.max_image_bytes = 40000").await.unwrap();
+        ctx.sql(&format!(
+            "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION '{}/'",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+        let query = "SELECT name, length(encode(image, 'hex')) / 2 AS bytes, clip_image_error(image) AS error, \
+                     clip_image_embedding(image) IS NULL AS no_embedding FROM t ORDER BY name";
+        // The listing is taken when the plan is made.
+        let plan = ctx
+            .sql(query)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("b.jpg")).unwrap();
+        std::fs::remove_file(dir.path().join("c.jpg")).unwrap();
+        std::fs::create_dir(dir.path().join("c.jpg")).unwrap();
+        std::fs::write(dir.path().join("d.jpg"), vec![0u8; 100_000]).unwrap();
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(name))
+                .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>().join("|"))
+                .unwrap()
+        };
+        assert_eq!(row("a.jpg"), "|a.jpg|35042||false|", "{text}");
+        let placeholder = clip_runtime::unreadable_placeholder(VANISHED).len();
+        for name in ["b.jpg", "c.jpg"] {
+            assert_eq!(
+                row(name),
+                format!("|{name}|{placeholder}|{VANISHED}|true|"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            row("d.jpg"),
+            "|d.jpg|40001|image file is over the 40000-byte limit (clip.max_image_bytes)|true|",
+            "{text}"
+        );
+
+        // Strict mode: the query fails, naming the file.
+        ctx.sql("SET clip.on_error = 'fail'").await.unwrap();
+        let plan = ctx
+            .sql("SELECT name, clip_image_embedding(image) FROM t WHERE name = 'a.jpg'")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("a.jpg")).unwrap();
+        let err = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(VANISHED), "{err}");
+        assert!(err.contains("a.jpg"), "{err}");
+    }
+
+    #[test]
+    fn only_lasting_per_object_errors_become_a_row_reason() {
+        let denied = object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: "403".into(),
+        };
+        assert_eq!(lasting_object_error(&denied), Some(ACCESS_DENIED));
+        let local = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+        };
+        assert_eq!(lasting_object_error(&local), Some(ACCESS_DENIED));
+        let gone = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "404".into(),
+        };
+        assert_eq!(lasting_object_error(&gone), Some(VANISHED));
+        // The store itself failing (retries spent, connection refused) fails
+        // the query.
+        let outage = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        assert_eq!(lasting_object_error(&outage), None);
     }
 }

@@ -2429,3 +2429,100 @@ fn mixed_and_disagreeing_sources_are_refused_and_null_images_have_a_reason() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["error"], "no image: the image value is NULL");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Issue 14, item 3: `--resume` refuses earlier rows made under any setting
+/// that changes results, `--set` included, and under another version of the
+/// model's files; the same settings are still resumed.
+#[test]
+fn resume_refuses_rows_made_with_other_settings_or_model_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&root().join("tests/fixtures/model"), &model);
+    let out = dir.path().join("out.parquet");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "classify",
+            "tests/fixtures/photos/chelsea.jpg",
+            "tests/fixtures/photos/astronaut.png",
+            "--labels",
+            "cat",
+            "dog",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        clipql_command().args(&args).output().unwrap()
+    };
+    let m = model.to_str().unwrap();
+    let o = run(&["--model", m]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["--model", m, "--resume"]);
+    assert_eq!(o.status.code(), Some(0), "same settings: {}", stderr(&o));
+    let o = run(&["--set", &format!("clip.model={m}"), "--resume"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "--set clip.model is --model: {}",
+        stderr(&o)
+    );
+
+    let fixture = root().join("tests/fixtures/model");
+    for other in [
+        vec!["--model", m, "--set", "clip.logit_scale=10", "--resume"],
+        vec!["--model", m, "--set", "clip.fast_jpeg=true", "--resume"],
+        vec![
+            "--model",
+            m,
+            "--set",
+            "clip.max_image_pixels=1000",
+            "--resume",
+        ],
+        vec![
+            "--model",
+            m,
+            "--set",
+            "clip.max_image_bytes=1000",
+            "--resume",
+        ],
+        vec!["--model", m, "--set", "clip.dtype=int8", "--resume"],
+        vec![
+            "--model",
+            m,
+            "--set",
+            &format!("clip.model={}", fixture.display()),
+            "--resume",
+        ],
+    ] {
+        let o = run(&other);
+        assert_eq!(o.status.code(), Some(1), "{other:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("was made with other settings"),
+            "{other:?}: {}",
+            stderr(&o)
+        );
+    }
+    // The same folder with a tower file replaced in place.
+    let text = model.join("onnx/text_model.onnx");
+    let bytes = std::fs::read(&text).unwrap();
+    std::fs::write(&text, &bytes).unwrap();
+    let o = run(&["--model", m, "--resume"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("was made with other settings"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -714,8 +714,38 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
     Ok((sql, Some(reshaper), with_embeddings.then_some(5)))
 }
 
+/// Which version of the model's files a run used: each file's size and
+/// modification time, so a model folder whose files were replaced in place
+/// is another model (a hub snapshot's folder already names its commit).
+fn model_files(model: &Path, dtype: clip_runtime::Dtype) -> serde_json::Value {
+    let files = [
+        dtype.file("vision_model"),
+        dtype.file("text_model"),
+        "tokenizer.json".into(),
+        "preprocessor_config.json".into(),
+        "config.json".into(),
+    ];
+    files
+        .iter()
+        .map(|name| {
+            let stamp = std::fs::metadata(model.join(name)).ok().map(|m| {
+                let modified = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{}:{modified}", m.len())
+            });
+            (name.clone(), stamp.into())
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// The job's settings that decide its rows: what `--resume` must match.
-fn job_settings(job: &Job) -> String {
+/// `options` are the session's `clip.*` options after every flag and
+/// `--set` is applied, so a `--set` that changes results changes these too.
+fn job_settings(job: &Job, options: &datafusion_clip::ClipOptions) -> String {
     let task = match &job.task {
         Task::Classify {
             labels,
@@ -731,16 +761,17 @@ fn job_settings(job: &Job) -> String {
         }),
         Task::Embed => serde_json::json!({ "command": "embed" }),
     };
-    let mut settings = serde_json::json!({
+    serde_json::json!({
         "task": task,
-        "model": job.model.to_string_lossy(),
-        "dtype": job.dtype.to_string(),
-    });
-    // Only when on, so that journals from before the option still match.
-    if job.fast_jpeg {
-        settings["fast_jpeg"] = true.into();
-    }
-    settings.to_string()
+        "model": options.model,
+        "model_files": model_files(&job.model, options.dtype),
+        "dtype": options.dtype.to_string(),
+        "fast_jpeg": options.fast_jpeg,
+        "logit_scale": options.logit_scale,
+        "max_image_pixels": options.max_image_pixels,
+        "max_image_bytes": options.max_image_bytes,
+    })
+    .to_string()
 }
 
 /// Runs the job. Returns how it went; an `Err` is fatal (no output written).
@@ -789,6 +820,10 @@ pub async fn run(job: Job) -> Result<Summary> {
             other => other,
         })?;
     }
+    let settings = job_settings(
+        &job,
+        &datafusion_clip::ClipOptions::from_config(config.options()),
+    );
     let ctx = match &job.cluster {
         Some(url) => ballista_clip::remote_context(url, config).await?,
         None => {
@@ -797,7 +832,6 @@ pub async fn run(job: Job) -> Result<Summary> {
             ctx
         }
     };
-    let settings = job_settings(&job);
     let previous = match (&job.output, job.resume) {
         (Some(target), true) => Some(Previous::load(target, &settings)?),
         (None, true) => {

@@ -358,10 +358,26 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 }
 
 async fn run_batch(
-    batch: BatchArgs,
+    mut batch: BatchArgs,
     task: batch::Task,
     output: Option<PathBuf>,
 ) -> Result<u8, DataFusionError> {
+    // `--set clip.model=M` / `clip.dtype=D` are `--model M` / `--dtype D`
+    // (applied last, as every --set is): the model is resolved, pulled and
+    // recorded for --resume like one given by --model.
+    let mut rest = Vec::with_capacity(batch.set.len());
+    for (key, value) in std::mem::take(&mut batch.set) {
+        match key.as_str() {
+            "clip.model" => batch.model = Some(value),
+            "clip.dtype" => {
+                batch.dtype = value
+                    .parse()
+                    .map_err(|e| DataFusionError::Plan(format!("clip.dtype = {value}: {e}")))?
+            }
+            _ => rest.push((key, value)),
+        }
+    }
+    batch.set = rest;
     let model = model_dir(batch.model.as_deref(), batch.dtype, batch.quiet).await?;
     let model_name = cluster_model_name(batch.model.as_deref(), &model);
     let job = batch::Job {

@@ -21,8 +21,10 @@
 //!   that are still there), then appends the new rows.
 //!
 //! Failed rows are retried. Previous results made with other settings
-//! (labels, template, top-k, model, dtype, task) are refused, not mixed in:
-//! each output records its settings in the schema metadata.
+//! (labels, template, top-k, task, and every `clip.*` option that changes
+//! results, however it was given; the model's files by size and mtime) are
+//! refused, not mixed in: each output records its settings in the schema
+//! metadata.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -432,22 +432,19 @@ fn cluster_errors_read_as_in_local_mode() {
 fn killing_an_executor_mid_query_never_loses_rows() {
     let dir = tempfile::tempdir().unwrap();
     let photos = root().join("tests/fixtures/photos");
-    let mut n = 0;
+    let mut expected_names = Vec::new();
     for copy in 0..12 {
         for entry in std::fs::read_dir(&photos).unwrap() {
             let entry = entry.unwrap();
             if entry.file_name() == "LICENSES.md" {
                 continue;
             }
-            std::fs::copy(
-                entry.path(),
-                dir.path()
-                    .join(format!("{copy:02}_{}", entry.file_name().to_string_lossy())),
-            )
-            .unwrap();
-            n += 1;
+            let name = format!("{copy:02}_{}", entry.file_name().to_string_lossy());
+            std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+            expected_names.push(name);
         }
     }
+    expected_names.sort();
     let mut cluster = Cluster::start(2, &[]);
     let sql = format!(
         "SET datafusion.execution.target_partitions = 8; SET clip.batch_size = 1; \
@@ -490,9 +487,39 @@ fn killing_an_executor_mid_query_never_loses_rows() {
             .collect::<Vec<_>>()
     );
     if o.status.success() {
+        // Every file exactly once (a retried task must not add duplicates
+        // while others go missing), each with the label local mode gives.
         let rows = jsonl(&o);
-        assert_eq!(rows.len(), n, "a successful query has every row");
-        assert!(rows.iter().all(|r| r["name"].is_string()));
+        let mut got: Vec<(String, serde_json::Value)> = rows
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["label"].clone()))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            expected_names.iter().collect::<Vec<_>>(),
+            "a successful query has every file exactly once"
+        );
+        let local = clipql_command()
+            .args([
+                "sql",
+                "--model",
+                "tests/fixtures/model",
+                "--format",
+                "jsonl",
+                "-c",
+                &sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(local.status.success(), "{}", stderr(&local));
+        let mut want: Vec<(String, serde_json::Value)> = jsonl(&local)
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["label"].clone()))
+            .collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "the labels of a local run");
     } else {
         let err = stderr(&o);
         assert!(!err.trim().is_empty(), "a failed query says why");

@@ -14,6 +14,20 @@ pub fn root() -> PathBuf {
         .unwrap()
 }
 
+/// This test process's own scratch folder, under cargo's temporary folder
+/// for integration tests (never a fixed path shared with other runs, nor
+/// the user's `~/.cache`).
+pub fn scratch() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("clipql-tests-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+    })
+    .path()
+}
+
 /// The `clipql` binary in the repository root, cut off from the user's
 /// settings, the real hub and any real S3: no `CLIPQL_*` or `AWS_*`
 /// variables and no AWS profile files, an empty HF cache, an `HF_ENDPOINT`
@@ -27,10 +41,14 @@ pub fn clipql_command() -> Command {
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_TOKEN")
         .env_remove("RUST_LOG")
+        // The measured logit_scale cache: xtask gives the run a fresh one;
+        // a bare `cargo test` gets this process's own.
         .env(
-            "HF_HOME",
-            std::env::temp_dir().join("clipql-tests-empty-hf-home"),
+            "CLIPQL_CACHE_DIR",
+            std::env::var_os("CLIPQL_CACHE_DIR")
+                .map_or_else(|| scratch().join("clipql-cache"), PathBuf::from),
         )
+        .env("HF_HOME", scratch().join("empty-hf-home"))
         .env("HF_ENDPOINT", DEAD_ENDPOINT);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") {

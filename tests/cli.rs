@@ -2526,3 +2526,25 @@ fn resume_refuses_rows_made_with_other_settings_or_model_files() {
         stderr(&o)
     );
 }
+
+/// Issue 14, item 15: a mistyped OPTIONS list, whose parser error quotes the
+/// token it stopped at, never prints a secret given in it.
+#[test]
+fn a_mistyped_options_list_never_prints_its_secrets() {
+    for options in [
+        "('aws.access_key_id' 'AKIDSENTINEL' 'SECRETSENTINEL1234')",
+        "('aws.secret_access_key' 'SECRETSENTINEL1234' 'aws.region' 'eu-west-1')",
+        "('aws.session_token' 'SECRETSENTINEL1234', 'aws.bogus' 'AKIDSENTINEL')",
+        "(aws.secret_access_key = 'SECRETSENTINEL1234' , , )",
+    ] {
+        let sql = format!(
+            "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://bucket/photos/' OPTIONS {options}"
+        );
+        let o = clipql(&["sql", "-c", &sql]);
+        assert_eq!(o.status.code(), Some(1), "{options}: {}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(!all.contains("SECRETSENTINEL"), "{options}: {all}");
+        assert!(!all.contains("AKIDSENTINEL"), "{options}: {all}");
+        assert!(all.contains("error:"), "{all}");
+    }
+}

@@ -6,6 +6,7 @@
 mod batch;
 mod cluster;
 mod output;
+mod redact;
 mod resume;
 
 use std::io::IsTerminal;
@@ -496,6 +497,8 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
         })?,
         (None, None) => return Err(DataFusionError::Plan("give SQL with -c or -f".into())),
     };
+    // Before anything can fail: an error may quote the SQL.
+    redact::remember_secrets(&sql);
     let mut config = match args.cluster {
         Some(_) => ballista_clip::session_config(),
         None => datafusion_clip::session_config(),
@@ -569,11 +572,12 @@ fn cluster_model_name(given: Option<&str>, dir: &std::path::Path) -> String {
 fn print_error(e: &dyn std::error::Error) {
     // A cluster's task errors arrive as Ballista's Debug text: keep the
     // messages inside, as local mode prints them.
-    let mut printed = ballista_clip::readable_error(&e.to_string());
+    // Secrets given in the SQL are masked (redact.rs).
+    let mut printed = redact::redact(&ballista_clip::readable_error(&e.to_string()));
     eprintln!("error: {printed}");
     let mut source = e.source();
     while let Some(cause) = source {
-        let text = ballista_clip::readable_error(&cause.to_string());
+        let text = redact::redact(&ballista_clip::readable_error(&cause.to_string()));
         // Our own errors need no "External error: " in front here either.
         let text = text
             .strip_prefix("External error: ")

@@ -2548,3 +2548,114 @@ fn a_mistyped_options_list_never_prints_its_secrets() {
         assert!(all.contains("error:"), "{all}");
     }
 }
+
+/// Issue 14, item 11: a hostile hub's ETag and commit headers never become
+/// paths. A commit that is not 40 hex digits stops the pull before anything
+/// is written; an ETag that is not a content hash names no file (the blob is
+/// named by its SHA-256) and the pull says it could not verify that file.
+#[test]
+fn a_hostile_hub_cannot_write_outside_the_cache() {
+    let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
+    let root_dir = tempfile::tempdir().unwrap();
+    let home = root_dir.path().join("hf");
+    // blobs/ is home/hub/models--test--tiny-clip/blobs: four levels up is
+    // root_dir.
+    let escapes = [
+        root_dir.path().join("escape"),
+        root_dir.path().join("abs-escape"),
+    ];
+    for (file, etag) in [
+        ("tokenizer.json", "../../../../escape"),
+        ("onnx/text_model.onnx", "/ABS/abs-escape"),
+    ] {
+        let etag: &'static str = Box::leak(
+            etag.replace("/ABS", &root_dir.path().display().to_string())
+                .into_boxed_str(),
+        );
+        hub.fault(file, Fault::Etag(etag));
+    }
+    let o = clipql_hub(&hub, &home, &["model", "pull", "test/tiny-clip"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    for escape in &escapes {
+        assert!(!escape.exists(), "{} was written", escape.display());
+        let mut part = escape.clone().into_os_string();
+        part.push(".sync.part");
+        assert!(!Path::new(&part).exists());
+    }
+    assert!(
+        err.contains("could not be verified") && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    // The blobs are named by their SHA-256, inside blobs/.
+    let snapshot = home
+        .join("hub/models--test--tiny-clip/snapshots")
+        .join(hub::COMMIT);
+    let blob = std::fs::canonicalize(snapshot.join("tokenizer.json")).unwrap();
+    let bytes = std::fs::read(fixture_model().join("tokenizer.json")).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(blob.file_name().unwrap().to_string_lossy(), sha);
+    assert!(blob.starts_with(std::fs::canonicalize(&home).unwrap()));
+
+    // A commit that is not one: nothing is written at all.
+    hub.clear_faults();
+    hub.fault("config.json", Fault::Commit("../../../../owned"));
+    let home2 = root_dir.path().join("hf2");
+    let o = clipql_hub(&hub, &home2, &["model", "pull", "test/tiny-clip"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a commit id"), "{}", stderr(&o));
+    assert!(!root_dir.path().join("owned").exists());
+}
+
+/// Issue 14, item 12: a cached file is hashed again by every pull (a right
+/// size is no proof), and a pull that was cut off continues its partial file
+/// with a Range request instead of accepting or restarting it.
+#[test]
+fn a_pull_reverifies_cached_files_and_continues_partial_ones() {
+    let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
+    let home = tempfile::tempdir().unwrap();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let snapshot = home
+        .path()
+        .join("hub/models--test--tiny-clip/snapshots")
+        .join(hub::COMMIT);
+    // The vision tower's blob changes on disk, keeping its size.
+    let vision = std::fs::canonicalize(snapshot.join("onnx/vision_model.onnx")).unwrap();
+    corrupt_in_place(&vision);
+    hub.take_log();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        bodies(&hub),
+        ["onnx/vision_model.onnx"],
+        "only the changed file again"
+    );
+    let good = std::fs::read(fixture_model().join("onnx/vision_model.onnx")).unwrap();
+    assert_eq!(std::fs::read(&vision).unwrap(), good);
+
+    // A partial download (as a killed pull leaves it) is continued.
+    std::fs::remove_file(snapshot.join("onnx/vision_model.onnx")).unwrap();
+    std::fs::remove_file(&vision).unwrap();
+    let part = vision.with_file_name(format!(
+        "{}.part",
+        vision.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&part, &good[..good.len() / 2]).unwrap();
+    hub.take_log();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", "test/tiny-clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ranges: Vec<_> = hub
+        .take_log()
+        .into_iter()
+        .filter(|r| r.file == "onnx/vision_model.onnx" && r.is_body())
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(ranges, [Some(format!("bytes={}-", good.len() / 2))]);
+    assert_eq!(std::fs::read(&vision).unwrap(), good);
+    assert!(!part.exists());
+}

@@ -30,6 +30,11 @@ pub enum Fault {
     StatusOnce(u16),
     /// The right length and ETag but flipped bytes, for every body request.
     Corrupt,
+    /// A hostile hub: this `ETag` (and `X-Linked-Etag`) on every request
+    /// for the file, metadata included.
+    Etag(&'static str),
+    /// A hostile hub: this `X-Repo-Commit` on every request for the file.
+    Commit(&'static str),
 }
 
 /// One request the hub saw.
@@ -154,16 +159,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let (dir, fault) = {
         let mut state = state.lock().unwrap();
         state.log.push(request.clone());
-        let fault = if request.is_body() {
-            match state.faults.get(&file).copied() {
-                Some(Fault::StatusOnce(s)) => {
-                    state.faults.remove(&file);
-                    Some(Fault::StatusOnce(s))
-                }
-                other => other,
+        let fault = match state.faults.get(&file).copied() {
+            Some(header @ (Fault::Etag(_) | Fault::Commit(_))) => Some(header),
+            _ if !request.is_body() => None,
+            Some(Fault::StatusOnce(s)) => {
+                state.faults.remove(&file);
+                Some(Fault::StatusOnce(s))
             }
-        } else {
-            None
+            other => other,
         };
         (state.repos.get(&repo).cloned(), fault)
     };
@@ -186,14 +189,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             b"Entry not found",
         );
     };
-    let (tag, lfs) = etag(&file, &content);
+    let (mut tag, lfs) = etag(&file, &content);
+    let mut commit = COMMIT.to_string();
     match fault {
         Some(Fault::StatusOnce(status)) => return respond(&mut out, status, &[], b"injected"),
         Some(Fault::Corrupt) => content.iter_mut().for_each(|b| *b ^= 0x5a),
+        Some(Fault::Etag(e)) => tag = e.to_string(),
+        Some(Fault::Commit(c)) => commit = c.to_string(),
         None => {}
     }
     let mut extra = vec![
-        ("X-Repo-Commit", COMMIT.to_string()),
+        ("X-Repo-Commit", commit),
         ("ETag", format!("\"{tag}\"")),
         ("Accept-Ranges", "bytes".to_string()),
     ];

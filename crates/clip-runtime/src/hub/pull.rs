@@ -1,17 +1,27 @@
 //! Downloading a model from the HF hub into the HF cache (`clipql model pull`).
 //!
-//! The transfer itself is the `hf-hub` crate's: the standard cache layout
-//! (`blobs/<etag>`, `snapshots/<commit>/<file>` symlinks, `refs/main`),
-//! `HF_ENDPOINT`, a per-file progress bar, and resuming an interrupted file
-//! from its `.sync.part` in 10 MB chunks. What it does not do, we add here:
+//! The hub's answers are read with the `hf-hub` crate (`HF_ENDPOINT`, the
+//! token, the metadata request); the files are written here, in the
+//! standard cache layout (`blobs/<hash>`, `snapshots/<commit>/<file>`
+//! symlinks, `refs/main`), because what the server says must not decide
+//! where a file goes. `hf-hub`'s own download joins the ETag and commit
+//! headers into paths unchecked, so a hostile or intercepted `HF_ENDPOINT`
+//! answering `ETag: ../../../.bashrc` could write any file the user can.
 //!
 //! - **Only the files the runtime needs** for one dtype, not the whole repo.
-//! - **Integrity.** `hf-hub` writes whatever the server sends (a short body
-//!   leaves zeros in a preallocated file). Each new blob is hashed and checked
-//!   against its ETag: the SHA-256 for LFS files, the git blob SHA-1 for
-//!   small ones. A mismatch deletes the blob, so a re-run fetches it again.
-//! - **Skipping** files already in the snapshot, so a re-run after an
-//!   interruption costs only what is missing.
+//! - **Names from nothing the server chose freely.** A commit must be 40 hex
+//!   digits, or the pull stops before touching the disk. A blob is named by
+//!   its content hash: the ETag when it is one (64 hex: the SHA-256 of an LFS
+//!   file; 40 hex: a small file's git blob SHA-1), checked against the bytes;
+//!   otherwise the SHA-256 we compute, and the pull says that file could not
+//!   be verified against the hub.
+//! - **Integrity that cannot be skipped.** Bytes arrive in `blobs/<hash>.part`,
+//!   are hashed whole, and only then renamed to their blob and linked from the
+//!   snapshot: a snapshot entry exists only for a verified file, so a run
+//!   killed mid-download or mid-hash leaves a `.part`, never a trusted file.
+//!   A mismatch deletes the `.part`.
+//! - **Resuming**: a later pull continues a `.part` with a `Range` request,
+//!   and files already in the snapshot are not fetched again.
 //! - **`HF_HUB_OFFLINE`**, `HF_HUB_CACHE` and `HF_TOKEN`, as `huggingface_hub`
 //!   reads them.
 
@@ -19,7 +29,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hf_hub::api::tokio::{ApiBuilder, ApiError, ApiRepo};
+use hf_hub::api::tokio::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -148,6 +158,7 @@ pub async fn pull(repo_id: &str, dtype: Dtype, progress: bool) -> Result<PullRep
     let mut files = Vec::new();
     let mut commit: Option<String> = None;
     let mut warning = None;
+    let mut unverified: Vec<String> = Vec::new();
     for (index, (alternatives, required)) in wanted_files(dtype).into_iter().enumerate() {
         let mut found = None;
         for name in &alternatives {
@@ -208,12 +219,65 @@ pub async fn pull(repo_id: &str, dtype: Dtype, progress: bool) -> Result<PullRep
             Some(_) => {}
         }
         let size = meta.size() as u64;
+        // Nothing the server sent is a path until it is checked.
+        if !is_hex(meta.commit_hash(), 40) {
+            return Err(hub_error(
+                repo_id,
+                &format!(
+                    "the hub answered {name} with commit {:?}, which is not a commit id \
+                     (40 hex digits); nothing was written. Check HF_ENDPOINT ({})",
+                    meta.commit_hash(),
+                    endpoint()
+                ),
+            ));
+        }
         let pointer = local.pointer_path(meta.commit_hash()).join(&name);
-        let blob = local.blob_path(meta.etag());
-        let present = std::fs::metadata(&blob).is_ok_and(|m| m.len() == size)
-            && std::fs::canonicalize(&pointer).is_ok_and(|p| p == canonical(&blob));
+        let blobs = local
+            .blob_path("x")
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        // A file already in the snapshot is hashed again: a size is no proof,
+        // and the entry may come from a pull that never verified it (an older
+        // clipql, another tool, a later change on disk).
+        let cached = pointed_blob(&pointer, &blobs).filter(|b| {
+            std::fs::metadata(b).is_ok_and(|m| m.len() == size)
+                && content_etag(meta.etag())
+                    .is_none_or(|_| b.file_name() == Some(meta.etag().as_ref()))
+        });
+        let present = match cached {
+            Some(blob) if content_etag(meta.etag()).is_some() => {
+                let (path, etag) = (blob.clone(), meta.etag().to_string());
+                let verified = tokio::task::spawn_blocking(move || {
+                    verify_part(&path, content_etag(&etag), &etag, size)
+                })
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if !verified {
+                    let _ = std::fs::remove_file(&pointer);
+                    let _ = std::fs::remove_file(&blob);
+                }
+                verified
+            }
+            Some(_) => true,
+            None => false,
+        };
         if !present {
-            download_checked(&remote, repo_id, &name, &blob, size).await?;
+            let verified = fetch_verified(
+                &api,
+                &remote.url(&name),
+                repo_id,
+                &name,
+                &blobs,
+                &pointer,
+                meta.etag(),
+                size,
+                progress,
+            )
+            .await?;
+            if !verified {
+                unverified.push(name.clone());
+            }
         }
         files.push(PulledFile {
             name,
@@ -222,6 +286,18 @@ pub async fn pull(repo_id: &str, dtype: Dtype, progress: bool) -> Result<PullRep
         });
     }
     let commit = commit.ok_or_else(|| hub_error(repo_id, "nothing to download"))?;
+    if !unverified.is_empty() {
+        let note = format!(
+            "the hub sent no content hash for {}, so {} could not be verified against it \
+             (only its size was checked)",
+            unverified.join(", "),
+            if unverified.len() == 1 { "it" } else { "they" }
+        );
+        warning = Some(match warning {
+            Some(w) => format!("{w}; {note}"),
+            None => note,
+        });
+    }
     // `hf-hub` points refs/main at the commit after each file; a pull that
     // skipped every file must do it too (the ref may be missing or stale).
     local
@@ -267,64 +343,191 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Downloads `name` through `hf-hub`, then checks the blob against its ETag.
-async fn download_checked(
-    remote: &ApiRepo,
-    repo_id: &str,
-    name: &str,
-    expected_blob: &Path,
-    size: u64,
-) -> Result<()> {
-    let pointer = remote
-        .download(name)
-        .await
-        .map_err(|e| request_failed(repo_id, name, &e))?;
-    // The pointer is a symlink to blobs/<etag>, named by the ETag the
-    // download itself was made against.
-    let blob = std::fs::canonicalize(&pointer).unwrap_or_else(|_| expected_blob.to_path_buf());
-    let etag = blob
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let path = blob.clone();
-    let check = tokio::task::spawn_blocking(move || verify_blob(&path, &etag, size))
-        .await
-        .map_err(|e| hub_error(repo_id, &format!("checking {name}: {e}")))?;
-    if let Err(reason) = check {
-        // Leave nothing that looks complete: the next pull fetches it again.
-        let _ = std::fs::remove_file(&pointer);
-        let _ = std::fs::remove_file(&blob);
-        return Err(hub_error(
-            repo_id,
-            &format!(
-                "{name} failed its integrity check ({reason}); the download was deleted, \
-                 run the pull again"
-            ),
-        ));
-    }
-    Ok(())
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Checks a downloaded blob against its size and ETag: a 64-hex ETag is the
-/// SHA-256 of an LFS file, a 40-hex one the git blob SHA-1 of a small file.
-/// Other ETags (some mirrors) are not content hashes; then only the size is
-/// checked.
-fn verify_blob(path: &Path, etag: &str, size: u64) -> std::result::Result<(), String> {
+/// What a content-hash ETag is the hash of, if it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentHash {
+    /// 64 hex digits: the SHA-256 of the bytes (LFS files).
+    Sha256,
+    /// 40 hex digits: the git blob SHA-1 (`blob <len>\0` + bytes).
+    GitSha1,
+}
+
+fn content_etag(etag: &str) -> Option<ContentHash> {
+    if is_hex(etag, 64) {
+        Some(ContentHash::Sha256)
+    } else if is_hex(etag, 40) {
+        Some(ContentHash::GitSha1)
+    } else {
+        None
+    }
+}
+
+/// The blob a snapshot entry points to, when it is a link into `blobs`.
+fn pointed_blob(pointer: &Path, blobs: &Path) -> Option<PathBuf> {
+    let blob = std::fs::canonicalize(pointer).ok()?;
+    (blob.parent() == Some(canonical(blobs).as_path())).then_some(blob)
+}
+
+/// Downloads `url` into `blobs/<hash>.part` (continuing one an earlier pull
+/// left), verifies it, renames it to its blob and links `pointer` to it.
+/// Returns whether the bytes were verified against the hub's content hash
+/// (false: the ETag is not one; then the blob is named by our SHA-256).
+#[allow(clippy::too_many_arguments)]
+async fn fetch_verified(
+    api: &hf_hub::api::tokio::Api,
+    url: &str,
+    repo_id: &str,
+    name: &str,
+    blobs: &Path,
+    pointer: &Path,
+    etag: &str,
+    size: u64,
+    progress: bool,
+) -> Result<bool> {
+    let io = |what: &str, e: std::io::Error| hub_error(repo_id, &format!("{what} {name}: {e}"));
+    let hash = content_etag(etag);
+    // A stable name for the partial file that is ours, not the server's.
+    let key = match hash {
+        Some(_) => etag.to_ascii_lowercase(),
+        None => hex(&Sha256::digest(url.as_bytes())),
+    };
+    std::fs::create_dir_all(blobs).map_err(|e| io("creating the cache folder for", e))?;
+    let part = blobs.join(format!("{key}.part"));
+    let mut have = std::fs::metadata(&part).map_or(0, |m| m.len());
+    if have > size {
+        have = 0;
+    }
+    if progress {
+        eprintln!(
+            "downloading {name} ({size} bytes{})",
+            if have > 0 {
+                format!(", {have} already here")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if have < size {
+        let mut request = api.client().get(url);
+        if have > 0 {
+            request = request.header("Range", format!("bytes={have}-"));
+        }
+        let failed = |e| request_failed(repo_id, name, &ApiError::from(e));
+        let mut response = request
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(failed)?;
+        // 206 continues the part; a 200 is the whole file again.
+        let append = have > 0 && response.status().as_u16() == 206;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&part)
+            .map_err(|e| io("writing", e))?;
+        let mut written = if append { have } else { 0 };
+        use std::io::Write;
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if written + chunk.len() as u64 > size {
+                drop(file);
+                let _ = std::fs::remove_file(&part);
+                return Err(hub_error(
+                    repo_id,
+                    &format!(
+                        "downloading {name}: the hub sent more than the {size} bytes it announced"
+                    ),
+                ));
+            }
+            file.write_all(&chunk).map_err(|e| io("writing", e))?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().map_err(|e| io("writing", e))?;
+        if written < size {
+            return Err(hub_error(
+                repo_id,
+                &format!(
+                    "downloading {name}: the transfer ended after {written} of {size} bytes; \
+                     run the pull again to continue it"
+                ),
+            ));
+        }
+    }
+    let path = part.clone();
+    let expected = etag.to_string();
+    let check = tokio::task::spawn_blocking(move || verify_part(&path, hash, &expected, size))
+        .await
+        .map_err(|e| hub_error(repo_id, &format!("checking {name}: {e}")))?;
+    let sha256 = match check {
+        Ok(sha256) => sha256,
+        Err(reason) => {
+            // Leave nothing that looks complete: the next pull fetches it again.
+            let _ = std::fs::remove_file(&part);
+            return Err(hub_error(
+                repo_id,
+                &format!(
+                    "{name} failed its integrity check ({reason}); the download was deleted, \
+                     run the pull again"
+                ),
+            ));
+        }
+    };
+    let blob = blobs.join(match hash {
+        Some(_) => etag.to_ascii_lowercase(),
+        None => sha256,
+    });
+    std::fs::rename(&part, &blob).map_err(|e| io("storing", e))?;
+    // The snapshot entry last: it is the record that the blob was verified.
+    if let Some(dir) = pointer.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("linking", e))?;
+    }
+    let _ = std::fs::remove_file(pointer);
+    link(&canonical(&blob), pointer).map_err(|e| io("linking", e))?;
+    Ok(hash.is_some())
+}
+
+#[cfg(unix)]
+fn link(blob: &Path, pointer: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(blob, pointer)
+}
+
+#[cfg(not(unix))]
+fn link(blob: &Path, pointer: &Path) -> std::io::Result<()> {
+    std::fs::copy(blob, pointer).map(|_| ())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a downloaded file against its size and, where the ETag is a
+/// content hash, that hash. Returns the file's SHA-256.
+fn verify_part(
+    path: &Path,
+    hash: Option<ContentHash>,
+    etag: &str,
+    size: u64,
+) -> std::result::Result<String, String> {
     let actual = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if actual != size {
         return Err(format!("{actual} bytes, expected {size}"));
     }
-    let is_hex = |n: usize| etag.len() == n && etag.bytes().all(|b| b.is_ascii_hexdigit());
-    let digest = if is_hex(64) {
-        hash_file::<Sha256>(path, None)
-    } else if is_hex(40) {
-        hash_file::<Sha1>(path, Some(format!("blob {size}\0").as_bytes()))
-    } else {
-        return Ok(());
-    }
-    .map_err(|e| e.to_string())?;
+    let sha256 = hash_file::<Sha256>(path, None).map_err(|e| e.to_string())?;
+    let digest = match hash {
+        Some(ContentHash::Sha256) => sha256.clone(),
+        Some(ContentHash::GitSha1) => {
+            hash_file::<Sha1>(path, Some(format!("blob {size}\0").as_bytes()))
+                .map_err(|e| e.to_string())?
+        }
+        None => return Ok(sha256),
+    };
     if digest.eq_ignore_ascii_case(etag) {
-        Ok(())
+        Ok(sha256)
     } else {
         Err(format!("content hash {digest}, expected {etag}"))
     }
@@ -419,21 +622,17 @@ mod tests {
         // `sha256sum` and `git hash-object` of "hello\n".
         let sha256 = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
         let git_sha1 = "ce013625030ba8dba906f756967f9e9ca394464a";
-        assert_eq!(verify_blob(&path, sha256, 6), Ok(()));
-        assert_eq!(verify_blob(&path, git_sha1, 6), Ok(()));
-        assert!(
-            verify_blob(&path, sha256, 7)
-                .unwrap_err()
-                .contains("6 bytes")
-        );
+        let check = |etag: &str, size| verify_part(&path, content_etag(etag), etag, size);
+        assert_eq!(check(sha256, 6).as_deref(), Ok(sha256));
+        assert_eq!(check(git_sha1, 6).as_deref(), Ok(sha256));
+        assert!(check(sha256, 7).unwrap_err().contains("6 bytes"));
         let wrong = sha256.replace('5', "6");
-        assert!(
-            verify_blob(&path, &wrong, 6)
-                .unwrap_err()
-                .contains("content hash")
-        );
-        // Not a content hash: the size is all that can be checked.
-        assert_eq!(verify_blob(&path, "W/\"abc\"", 6), Ok(()));
+        assert!(check(&wrong, 6).unwrap_err().contains("content hash"));
+        // Not a content hash: the size is all that can be checked, and the
+        // blob is named by our own SHA-256.
+        assert_eq!(check("W/\"abc\"", 6).as_deref(), Ok(sha256));
+        assert_eq!(content_etag("../../etc/passwd"), None);
+        assert_eq!(content_etag(&"a".repeat(63)), None);
     }
 
     #[test]

@@ -75,13 +75,24 @@ pub fn udf_binary(data: &[u8]) {
         data,
         &data[..data.len() / 2],
     ]));
+    // The labels are fuzzed too: two fixed ones, then up to 8 cut from the
+    // input's last 512 bytes at 0xFF bytes (any text: control characters,
+    // invalid UTF-8 made lossy, emoji, empty strings).
+    let mut texts = vec![
+        "a photo of a cat".to_string(),
+        "a photo of a dog".to_string(),
+    ];
+    let tail = &data[data.len().saturating_sub(512)..];
+    texts.extend(
+        tail.split(|&b| b == 0xFF)
+            .skip(1)
+            .take(8)
+            .map(|t| String::from_utf8_lossy(t).into_owned()),
+    );
     let labels = ColumnarValue::Scalar(ScalarValue::List(Arc::new(ListArray::new(
         Arc::new(Field::new_list_field(DataType::Utf8, true)),
-        OffsetBuffer::from_lengths([2]),
-        Arc::new(StringArray::from(vec![
-            "a photo of a cat",
-            "a photo of a dog",
-        ])),
+        OffsetBuffer::from_lengths([texts.len()]),
+        Arc::new(StringArray::from(texts)),
         None,
     ))));
     let field = |name: &str, dt: DataType| Arc::new(Field::new(name, dt, true));

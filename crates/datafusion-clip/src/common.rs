@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err, resources_err};
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs};
 
 use crate::image_origin::image_source;
@@ -96,7 +96,38 @@ pub(crate) fn check_labels_type(function: &str, dt: &DataType) -> Result<()> {
     }
 }
 
-/// A literal label list must be non-empty and free of NULLs.
+/// The most labels one list may hold. ImageNet-21k has 21,843 classes; a
+/// list far longer is a mistake (a column passed where a literal was meant,
+/// say), and each label costs a text-tower run.
+pub const MAX_LABELS: usize = 100_000;
+
+/// The longest label, in bytes. The text tower reads 77 tokens (CLIP) or 64
+/// (SigLIP), about 300 characters; the rest is cut off unread.
+pub const MAX_LABEL_BYTES: usize = 4096;
+
+/// Refuses a label list over [`MAX_LABELS`] or with a label over
+/// [`MAX_LABEL_BYTES`], saying what to write instead.
+fn check_label_limits(function: &str, labels: &[String]) -> std::result::Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!(
+            "{function}: {} labels in one list, more than the {MAX_LABELS} it takes; \
+             classify against fewer labels (or in several queries)",
+            labels.len()
+        ));
+    }
+    if let Some(long) = labels.iter().find(|l| l.len() > MAX_LABEL_BYTES) {
+        return Err(format!(
+            "{function}: a label of {} bytes (starting {:?}), more than the {MAX_LABEL_BYTES} \
+             it takes; the model reads only its first 77 tokens anyway, so shorten it",
+            long.len(),
+            long.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// A literal label list must be non-empty, free of NULLs and within
+/// [`MAX_LABELS`] / [`MAX_LABEL_BYTES`].
 pub(crate) fn check_labels_literal(function: &str, scalar: Option<&ScalarValue>) -> Result<()> {
     let Some(scalar) = scalar else {
         return Ok(());
@@ -110,7 +141,7 @@ pub(crate) fn check_labels_literal(function: &str, scalar: Option<&ScalarValue>)
     if labels.is_empty() {
         return plan_err!("{function}: the label list is empty; {LABELS_HINT}");
     }
-    Ok(())
+    check_label_limits(function, &labels).map_err(DataFusionError::Plan)
 }
 
 /// The embedding argument must be a list of floats.
@@ -180,7 +211,21 @@ pub(crate) enum LabelSets {
 }
 
 impl LabelSets {
-    pub(crate) fn from_arg(arg: &ColumnarValue) -> Result<Self> {
+    /// The labels of a call's argument. A list over the limits (a per-row
+    /// list column is only seen here, not at planning) fails the query.
+    pub(crate) fn from_arg(function: &str, arg: &ColumnarValue) -> Result<Self> {
+        let sets = Self::read(arg)?;
+        let lists: Box<dyn Iterator<Item = &Vec<String>>> = match &sets {
+            Self::Same(l) => Box::new(l.iter()),
+            Self::PerRow(rows) => Box::new(rows.iter().flatten()),
+        };
+        for labels in lists {
+            check_label_limits(function, labels).map_err(DataFusionError::Execution)?;
+        }
+        Ok(sets)
+    }
+
+    fn read(arg: &ColumnarValue) -> Result<Self> {
         match arg {
             ColumnarValue::Scalar(s) if s.is_null() => Ok(Self::Same(None)),
             ColumnarValue::Scalar(s) => Ok(Self::Same(scalar_labels(s)?.filter(|l| !l.is_empty()))),
@@ -351,16 +396,32 @@ pub(crate) fn score_rows<'l>(
         .collect()
 }
 
+/// A `Utf8` column of `values`, or a resources error where their bytes would
+/// pass the 2 GiB its 32-bit offsets hold (building it regardless panics).
+fn utf8_column<'a>(values: Vec<Option<&'a str>>) -> Result<ArrayRef> {
+    let total: usize = values.iter().flatten().map(|v| v.len()).sum();
+    if i32::try_from(total).is_err() {
+        return resources_err!(
+            "one output batch's label text totals {total} bytes, more than a Utf8 column \
+             holds (2 GiB): lower clip.batch_size (or datafusion.execution.batch_size for \
+             Parquet), or use fewer or shorter labels"
+        );
+    }
+    Ok(Arc::new(StringArray::from(values)))
+}
+
 /// The top label of each row.
-pub(crate) fn top_labels(scored: &[RowScores<'_>]) -> ArrayRef {
-    let labels: StringArray = scored
-        .iter()
-        .map(|s| {
-            s.as_ref()
-                .and_then(|(labels, probs)| clip_runtime::argmax(probs).map(|i| labels[i].as_str()))
-        })
-        .collect();
-    Arc::new(labels)
+pub(crate) fn top_labels(scored: &[RowScores<'_>]) -> Result<ArrayRef> {
+    utf8_column(
+        scored
+            .iter()
+            .map(|s| {
+                s.as_ref().and_then(|(labels, probs)| {
+                    clip_runtime::argmax(probs).map(|i| labels[i].as_str())
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Every label with its probability, highest first.
@@ -392,12 +453,19 @@ where
             labels.push(label);
             scores.push(score);
         }
-        offsets.push(labels.len() as i32);
+        let Ok(end) = i32::try_from(labels.len()) else {
+            return resources_err!(
+                "one output batch holds {} (label, score) entries, more than a List \
+                 column holds: lower clip.batch_size, or use fewer labels",
+                labels.len()
+            );
+        };
+        offsets.push(end);
     }
     let structs = StructArray::try_new(
         score_fields(),
         vec![
-            Arc::new(StringArray::from(labels)) as ArrayRef,
+            utf8_column(labels.into_iter().map(Some).collect())?,
             Arc::new(Float32Array::from(scores)),
         ],
         None,
@@ -537,7 +605,7 @@ impl Scoring {
     pub(crate) fn invoke(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
         let model = options.model(self.name)?;
-        let labels = LabelSets::from_arg(&args.args[1])?;
+        let labels = LabelSets::from_arg(self.name, &args.args[1])?;
         let (images, embeddings) = match self.input {
             ScoreInput::Image => (
                 image_array(&args.args[0]),
@@ -547,7 +615,7 @@ impl Scoring {
         };
         let scored = score_rows(self.name, &model, &options, images, &embeddings, &labels)?;
         Ok(ColumnarValue::Array(match self.output {
-            ScoreOutput::TopLabel => top_labels(&scored),
+            ScoreOutput::TopLabel => top_labels(&scored)?,
             ScoreOutput::Scores => score_lists(&scored)?,
         }))
     }
@@ -633,3 +701,63 @@ macro_rules! scoring_udf {
 }
 
 pub(crate) use scoring_udf;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn literal(labels: Vec<String>) -> ScalarValue {
+        ScalarValue::List(ScalarValue::new_list_nullable(
+            &labels
+                .into_iter()
+                .map(|l| ScalarValue::Utf8(Some(l)))
+                .collect::<Vec<_>>(),
+            &DataType::Utf8,
+        ))
+    }
+
+    /// Issue 14, item 9: absurd label lists are refused at planning time
+    /// (literals) or when the batch runs (a per-row list column), with a
+    /// message, never a panic.
+    #[test]
+    fn label_lists_over_the_limits_are_refused() {
+        let long = "x".repeat(MAX_LABEL_BYTES + 1);
+        let err = check_labels_literal("clip_classify", Some(&literal(vec![long.clone()])))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a label of 4097 bytes"), "{err}");
+        let many: Vec<String> = (0..=MAX_LABELS).map(|i| i.to_string()).collect();
+        let err = check_labels_literal("clip_classify", Some(&literal(many)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("100001 labels in one list"), "{err}");
+        let fine: Vec<String> = (0..1000).map(|i| format!("label {i}")).collect();
+        assert!(check_labels_literal("clip_classify", Some(&literal(fine))).is_ok());
+
+        let column =
+            ScalarValue::iter_to_array([literal(vec!["a".into()]), literal(vec![long])]).unwrap();
+        let err = LabelSets::from_arg("clip_scores", &ColumnarValue::Array(column))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("a label of 4097 bytes"), "{err}");
+    }
+
+    /// Issue 14, item 9: an output batch whose label text passes 2 GiB is an
+    /// error, not an offset-overflow panic (the 1 MiB label is one string,
+    /// referenced 2,049 times, so the test allocates almost nothing).
+    #[test]
+    fn outputs_over_2_gib_of_labels_fail_without_panicking() {
+        let label = "y".repeat(1 << 20);
+        let rows: Vec<Option<&str>> = vec![Some(label.as_str()); 2049];
+        let err = utf8_column(rows).unwrap_err().to_string();
+        assert!(err.contains("more than a Utf8 column holds"), "{err}");
+        let scores = scores_array((0..2049).map(|_| Some([(label.as_str(), 0.5f32)])))
+            .unwrap_err()
+            .to_string();
+        assert!(scores.contains("more than a Utf8 column holds"), "{scores}");
+        assert_eq!(utf8_column(vec![Some("a"), None]).unwrap().len(), 2);
+    }
+}

@@ -695,3 +695,64 @@ fn secrets_never_appear_in_errors_logs_or_explain() {
         }
     }
 }
+
+/// Issue 14, item 14: Ballista 55 has no authentication, so the scheduler
+/// and executors listen on loopback unless told otherwise, and refuse any
+/// other address without `--allow-unauthenticated`.
+#[test]
+fn cluster_processes_bind_loopback_and_refuse_open_binds_without_the_flag() {
+    for process in ["scheduler", "executor"] {
+        for host in ["0.0.0.0", "192.168.1.10", "::"] {
+            let o = clipql_command()
+                .args([
+                    process,
+                    "--bind-host",
+                    host,
+                    "--bind-port",
+                    &free_port().to_string(),
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(1), "{process} {host}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(err.contains("no authentication"), "{err}");
+            assert!(err.contains("--allow-unauthenticated"), "{err}");
+        }
+    }
+    // No --bind-host: the scheduler listens on 127.0.0.1 only (as the
+    // kernel's socket table says), where Ballista alone would take 0.0.0.0.
+    let port = free_port();
+    let mut scheduler = clipql_command()
+        .args(["scheduler", "--bind-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let listening = loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+            + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+        let found: Vec<String> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                let (addr, state) = (cols.get(1)?, cols.get(3)?);
+                let (ip, p) = addr.rsplit_once(':')?;
+                (u16::from_str_radix(p, 16).ok()? == port && *state == "0A").then(|| ip.to_string())
+            })
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            scheduler.try_wait().unwrap().is_none(),
+            "the scheduler exited"
+        );
+        assert!(started.elapsed().as_secs() < 30, "not listening");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    scheduler.kill().unwrap();
+    scheduler.wait().unwrap();
+    assert_eq!(listening, ["0100007F"], "listening on {listening:?}");
+}

@@ -29,6 +29,12 @@ pub struct SchedulerArgs {
     /// Which tower files to pull with --model.
     #[arg(long, default_value_t = Dtype::Fp32)]
     dtype: Dtype,
+
+    /// Allow a --bind-host other than loopback. Ballista 55 has no authentication: anyone
+    /// who reaches the ports can run queries that read what this process can read, with its
+    /// credentials. Use only on a private network that only trusted clients reach.
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 /// `clipql executor`.
@@ -46,6 +52,12 @@ pub struct ExecutorArgs {
     /// Which tower files to pull with --model.
     #[arg(long, default_value_t = Dtype::Fp32)]
     dtype: Dtype,
+
+    /// Allow a --bind-host other than loopback. Ballista 55 has no authentication: anyone
+    /// who reaches the ports can run queries that read what this process can read, with its
+    /// credentials. Use only on a private network that only trusted clients reach.
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 fn ballista(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
@@ -98,8 +110,35 @@ async fn prepare_model(model: &str, dtype: Dtype) -> Result<String, DataFusionEr
     })
 }
 
+/// Refuses to listen beyond this machine without `--allow-unauthenticated`.
+///
+/// Ballista 55's scheduler and executors have no authentication (its
+/// clients can send gRPC metadata, but no server checks any), so whoever
+/// reaches their ports can run any query, reading any file or bucket the
+/// executors can, with their credentials.
+fn check_bind(process: &str, host: &str, allow: bool) -> Result<(), DataFusionError> {
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || allow {
+        return Ok(());
+    }
+    Err(DataFusionError::Configuration(format!(
+        "clipql {process}: --bind-host {host} would let anyone who reaches this port run \
+         queries that read any file or bucket the executors can, with their credentials: \
+         Ballista 55 has no authentication. Bind 127.0.0.1 (the default), or, on a private \
+         network only trusted clients reach, add --allow-unauthenticated"
+    )))
+}
+
 /// Runs a scheduler until it is stopped.
 pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), DataFusionError> {
+    check_bind(
+        "scheduler",
+        &args.ballista.bind_host,
+        args.allow_unauthenticated,
+    )?;
     let opt = args.ballista;
     init_logging(
         &opt.log_level_setting,
@@ -129,6 +168,11 @@ pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), DataFusionError> {
 
 /// Runs an executor until it is stopped.
 pub async fn run_executor(args: ExecutorArgs) -> Result<(), DataFusionError> {
+    check_bind(
+        "executor",
+        &args.ballista.bind_host,
+        args.allow_unauthenticated,
+    )?;
     let opt = args.ballista;
     let health_addr: SocketAddr = format!("{}:{}", opt.bind_host, opt.bind_health_port)
         .parse()

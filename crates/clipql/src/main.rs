@@ -591,7 +591,18 @@ fn print_error(e: &dyn std::error::Error) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Ballista binds 0.0.0.0 by default; ClipQL's cluster processes bind
+    // loopback unless told otherwise (Ballista 55 has no authentication:
+    // see cluster::check_bind).
+    let loopback = |c: clap::Command| c.mut_arg("bind_host", |a| a.default_value("127.0.0.1"));
+    let matches = <Cli as clap::CommandFactory>::command()
+        .mut_subcommand("scheduler", loopback)
+        .mut_subcommand("executor", loopback)
+        .get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if cli.version {
         println!("{}", version());
         return ExitCode::SUCCESS;

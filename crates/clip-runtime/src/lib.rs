@@ -46,7 +46,8 @@ pub use decode::{
 pub use error::{ClipError, ImageError, Result};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
-    ClipModel, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes, load_shared,
+    ClipModel, DEFAULT_MAX_MODELS, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes,
+    load_shared, loaded_models,
 };
 pub use options::{Dtype, GraphOptimization, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};

@@ -779,19 +779,116 @@ fn measure_logit_scale(
     Ok(best_logit / best_cos)
 }
 
+/// How many loaded models [`load_shared`] keeps by default
+/// (`CLIPQL_MAX_MODELS` overrides it). Each distinct directory and
+/// [`ModelOptions`] (dtype, threads, sessions, ...) is a full copy of the
+/// weights: 0.6 GB for ViT-B/32 in fp32, 1.7 GB for ViT-L/14.
+pub const DEFAULT_MAX_MODELS: usize = 4;
+
+type ModelKey = (PathBuf, ModelOptions);
+
+/// One model of the registry: loaded at most once (its mutex is held while
+/// it loads, so concurrent first uses wait for that load, and only they).
+#[derive(Default)]
+struct ModelSlot {
+    model: Mutex<Option<Arc<ClipModel>>>,
+    last_used: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct ModelRegistry {
+    slots: Mutex<HashMap<ModelKey, Arc<ModelSlot>>>,
+    clock: std::sync::atomic::AtomicU64,
+}
+
+fn registry() -> &'static ModelRegistry {
+    static MODELS: OnceLock<ModelRegistry> = OnceLock::new();
+    MODELS.get_or_init(Default::default)
+}
+
+fn max_models() -> usize {
+    std::env::var("CLIPQL_MAX_MODELS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(DEFAULT_MAX_MODELS)
+}
+
 /// Loads each (directory, options) once per process and shares it.
+///
+/// At most [`DEFAULT_MAX_MODELS`] (or `CLIPQL_MAX_MODELS`) models stay
+/// loaded: loading another evicts the least recently used one that nobody
+/// holds (an `Arc` returned here and still alive). Models in use are never
+/// evicted, so more can be loaded at once while more are in use. A load
+/// holds only its own model's lock: queries on models already loaded, and
+/// loads of other models, go on meanwhile.
 pub fn load_shared(dir: &Path, options: ModelOptions) -> Result<Arc<ClipModel>> {
-    type Registry = Mutex<HashMap<(PathBuf, ModelOptions), Arc<ClipModel>>>;
-    static MODELS: OnceLock<Registry> = OnceLock::new();
-    let key_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let registry = MODELS.get_or_init(Default::default);
-    // Holding the lock while loading makes concurrent first uses wait for one
-    // load instead of each loading its own copy.
-    let mut models = registry.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(model) = models.get(&(key_dir.clone(), options)) {
+    use std::sync::atomic::Ordering;
+    let registry = registry();
+    let key = (
+        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        options,
+    );
+    let slot = {
+        let mut slots = registry.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry(key.clone()).or_default())
+    };
+    slot.last_used.store(
+        registry.clock.fetch_add(1, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    let mut loaded = slot.model.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(model) = loaded.as_ref() {
         return Ok(Arc::clone(model));
     }
+    // A failed load leaves the slot empty: the next use tries again.
     let model = Arc::new(ClipModel::load(dir, options)?);
-    models.insert((key_dir, options), Arc::clone(&model));
+    *loaded = Some(Arc::clone(&model));
+    drop(loaded);
+    evict_idle(registry, &key, max_models());
     Ok(model)
+}
+
+/// Drops the least recently used idle models until at most `max` are loaded
+/// (never `keep`, never one in use or being loaded).
+fn evict_idle(registry: &ModelRegistry, keep: &ModelKey, max: usize) {
+    use std::sync::atomic::Ordering;
+    let mut slots = registry.slots.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        // A slot being loaded (its lock held) counts as loaded.
+        let loaded = slots
+            .values()
+            .filter(|s| s.model.try_lock().map_or(true, |m| m.is_some()))
+            .count();
+        if loaded <= max {
+            return;
+        }
+        let idle = slots
+            .iter()
+            .filter(|(k, _)| *k != keep)
+            .filter(|(_, s)| {
+                s.model
+                    .try_lock()
+                    .is_ok_and(|m| m.as_ref().is_some_and(|m| Arc::strong_count(m) == 1))
+            })
+            .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone());
+        match idle {
+            Some(k) => {
+                slots.remove(&k);
+            }
+            None => return,
+        }
+    }
+}
+
+/// How many models [`load_shared`] holds loaded now.
+pub fn loaded_models() -> usize {
+    registry()
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|s| s.model.try_lock().map_or(true, |m| m.is_some()))
+        .count()
 }

@@ -689,6 +689,14 @@ fn secrets_never_appear_in_errors_logs_or_explain() {
         outputs[9].contains("Finished task") && outputs[9].contains("DEBUG"),
         "the executor read S3 and logged at debug level"
     );
+    // The clients logged at debug level too (RUST_LOG reaches them), so
+    // their half of the check reads real logs.
+    for (i, client) in outputs[..8].iter().enumerate() {
+        assert!(
+            client.contains("DEBUG"),
+            "client run {i} logged nothing:\n{client}"
+        );
+    }
     for text in &outputs {
         for secret in [s3::S3_SECRET, TOKEN, WRONG] {
             assert!(!text.contains(secret), "{secret} leaked in:\n{text}");

@@ -268,9 +268,32 @@ fn image_embeddings_and_probabilities_match_the_pipeline() {
     assert_eq!(compared, g.images.len() - PIL_IS_WRONG.len());
 }
 
+/// PIL (and so the pipeline) clips coins_gray16.png to near-white; ClipQL
+/// scales 16 bits to 8. This tests that difference against an independent
+/// reference: the same pixels scaled with numpy (`v >> 8`) and put through
+/// transformers' processor (`tests/fixtures/generate_shapes.py`).
 #[test]
-fn sixteen_bit_gray_keeps_its_tones() {
-    // PIL would clip coins_gray16.png to near-white; we keep the image.
+fn sixteen_bit_gray_is_scaled_not_clipped() {
+    let model = model();
+    let ours = model
+        .pixel_values(&photo("coins_gray16.png"), &DecodeLimits::default())
+        .unwrap();
+    let reference = image::open(fixtures().join("shapes/coins_gray16_scaled.png"))
+        .unwrap()
+        .to_rgb8();
+    let cfg =
+        PreprocessConfig::from_file(&fixtures().join("model/preprocessor_config.json")).unwrap();
+    let (mean, std) = cfg.normalize.unwrap();
+    let (w, h) = reference.dimensions();
+    let plane = (w * h) as usize;
+    assert_eq!(ours.len(), 3 * plane);
+    let max = reference
+        .enumerate_pixels()
+        .flat_map(|(x, y, p)| (0..3).map(move |c| (c, (y * w + x) as usize, p.0[c])))
+        .map(|(c, i, v)| (ours[c * plane + i] - (v as f32 / 255.0 - mean[c]) / std[c]).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max <= 0.02, "max |Δ| = {max}");
+    // And it is not PIL's near-white: the mean stays mid-gray.
     let rgb = decode_rgb(&photo("coins_gray16.png"), &DecodeLimits::default()).unwrap();
     let mean = rgb.as_raw().iter().map(|&v| v as f64).sum::<f64>() / rgb.as_raw().len() as f64;
     assert!((60.0..180.0).contains(&mean), "mean {mean}");

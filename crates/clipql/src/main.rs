@@ -611,6 +611,17 @@ fn main() -> ExitCode {
         eprintln!("clipql: give a command; see clipql --help");
         return ExitCode::from(2);
     };
+    // The client commands log to stderr only when RUST_LOG asks (the
+    // scheduler and executor set up their own logging).
+    if !matches!(command, Command::Scheduler(_) | Command::Executor(_))
+        && let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env()
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .try_init();
+    }
     // Deep plans recurse when a scheduler or executor (de)serialises them:
     // Ballista's own binaries run with 32 MiB stacks.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -398,7 +398,7 @@ pub(crate) fn score_rows<'l>(
 
 /// A `Utf8` column of `values`, or a resources error where their bytes would
 /// pass the 2 GiB its 32-bit offsets hold (building it regardless panics).
-fn utf8_column<'a>(values: Vec<Option<&'a str>>) -> Result<ArrayRef> {
+fn utf8_column(values: Vec<Option<&str>>) -> Result<ArrayRef> {
     let total: usize = values.iter().flatten().map(|v| v.len()).sum();
     if i32::try_from(total).is_err() {
         return resources_err!(

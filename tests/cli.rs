@@ -2659,3 +2659,75 @@ fn a_pull_reverifies_cached_files_and_continues_partial_ones() {
     assert_eq!(std::fs::read(&vision).unwrap(), good);
     assert!(!part.exists());
 }
+
+/// Issue 14, item 8: eight solid-colour PNGs just under clip.max_image_pixels
+/// (each small on disk, about 1.3 GB to decode and resize) over 4 partitions
+/// share one process-wide decode budget, so peak RSS stays under 2 GB.
+#[test]
+fn large_images_in_parallel_partitions_share_one_decode_budget() {
+    use image::ImageEncoder;
+    let dir = tempfile::tempdir().unwrap();
+    let side = 9400; // 88.4 MP, under the default 89,478,485
+    let image = image::RgbImage::from_pixel(side, side, image::Rgb([200, 30, 128]));
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut png,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::NoFilter,
+    )
+    .write_image(image.as_raw(), side, side, image::ExtendedColorType::Rgb8)
+    .unwrap();
+    drop(image);
+    // Eight different files (the model's image cache would answer identical
+    // bytes once): the same pixels, each with its own tEXt chunk after IHDR.
+    let crc32 = |bytes: &[u8]| {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    };
+    for i in 0..8 {
+        let mut chunk = b"tEXt".to_vec();
+        chunk.extend_from_slice(format!("Comment\0copy {i}").as_bytes());
+        let mut file = png[..33].to_vec(); // signature + IHDR
+        file.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+        file.extend_from_slice(&chunk);
+        file.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        file.extend_from_slice(&png[33..]);
+        std::fs::write(dir.path().join(format!("big{i}.png")), file).unwrap();
+    }
+    // Small on disk, as such bombs are: the memory is the decoder's.
+    let on_disk = std::fs::metadata(dir.path().join("big0.png"))
+        .unwrap()
+        .len();
+    assert!(on_disk < 2 << 20, "{on_disk} bytes");
+    let o = clipql_fixture(&[
+        "classify",
+        dir.path().to_str().unwrap(),
+        "--labels",
+        "red",
+        "green",
+        "--batch-size",
+        "1",
+        "--set",
+        "datafusion.execution.target_partitions=4",
+        "--verbose",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rss = peak_rss_mb(&o);
+    eprintln!("peak RSS {rss:.0} MB");
+    assert!(rss < 2000.0, "peak RSS {rss:.0} MB");
+    assert!(
+        stderr(&o).contains("decode + preprocess: 8 images, 0 failed"),
+        "{}",
+        stderr(&o)
+    );
+}

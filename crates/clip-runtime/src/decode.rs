@@ -18,6 +18,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
+use crate::budget::DecodePermit;
 use crate::error::ImageError;
 
 /// Limits applied to every image before and during decoding.
@@ -104,6 +105,17 @@ pub fn decode_rgb_at_least(
     limits: &DecodeLimits,
     min_side: Option<u32>,
 ) -> Result<RgbImage, ImageError> {
+    decode_rgb_budgeted(bytes, limits, min_side).map(|(image, _permit)| image)
+}
+
+/// [`decode_rgb_at_least`], also returning the share of the process's decode
+/// memory budget ([`crate::DecodePermit`]) the image took: hold it until the
+/// image's pixel values are made, so that the resize counts too.
+pub fn decode_rgb_budgeted(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_side: Option<u32>,
+) -> Result<(RgbImage, DecodePermit), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -141,13 +153,25 @@ pub fn decode_rgb_at_least(
     }
     if format == ImageFormat::Jpeg {
         let min_side = min_side.filter(|_| limits.fast_jpeg);
+        // The header's size, before libjpeg allocates anything. One over the
+        // pixel limit is refused by decode_jpeg and takes nothing here.
+        let pixels = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok())
+            .map_or(0, |(w, h)| w as u64 * h as u64);
+        let permit = DecodePermit::acquire(if pixels > limits.max_pixels {
+            0
+        } else {
+            pixels
+        });
         let (mut image, orientation) = crate::jpeg::decode_jpeg(bytes, limits, min_side)?;
         if orientation != image::metadata::Orientation::NoTransforms {
             let mut dynamic = DynamicImage::ImageRgb8(image);
             dynamic.apply_orientation(orientation);
             image = into_rgb8(dynamic);
         }
-        return Ok(image);
+        return Ok((image, permit));
     }
     let decode_err = |e: image::ImageError| match e {
         image::ImageError::Limits(_) => ImageError::Decode {
@@ -180,13 +204,14 @@ pub fn decode_rgb_at_least(
     if pixels == 0 {
         return Err(ImageError::ZeroSized { width, height });
     }
+    let permit = DecodePermit::acquire(pixels);
     // A broken EXIF block should not cost the image: treat it as upright.
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     image.apply_orientation(orientation);
-    Ok(into_rgb8(image))
+    Ok((into_rgb8(image), permit))
 }
 
 /// PIL-style `convert("RGB")`, except that 16-bit samples are scaled, not clipped.

@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod decode;
 mod error;
 pub mod hub;
@@ -40,8 +41,12 @@ mod score;
 mod tokenize;
 mod tower;
 
+pub use budget::{
+    BYTES_PER_PIXEL, DEFAULT_DECODE_MEMORY, DecodePermit, decode_memory, decode_memory_in_use,
+};
 pub use decode::{
-    DecodeLimits, UNREADABLE_MARKER, decode_rgb, decode_rgb_at_least, unreadable_placeholder,
+    DecodeLimits, UNREADABLE_MARKER, decode_rgb, decode_rgb_at_least, decode_rgb_budgeted,
+    unreadable_placeholder,
 };
 pub use error::{ClipError, ImageError, Result};
 pub use metrics::{InferenceMetrics, ModelStats};

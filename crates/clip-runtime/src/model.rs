@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
-use crate::decode::{DecodeLimits, decode_rgb_at_least};
+use crate::decode::{DecodeLimits, decode_rgb_budgeted};
 use crate::error::{ClipError, ImageError, Result};
 use crate::metrics::{Event, InferenceMetrics, ModelStats, timed};
 use crate::options::{Dtype, ModelOptions};
@@ -362,7 +362,9 @@ impl ClipModel {
         limits: &DecodeLimits,
     ) -> std::result::Result<Pixels, ImageError> {
         let (pixels, took) = timed(|| {
-            let rgb = decode_rgb_at_least(bytes, limits, self.preprocess.min_decoded_side())?;
+            // The budget share is held until the resize is done.
+            let (rgb, _permit) =
+                decode_rgb_budgeted(bytes, limits, self.preprocess.min_decoded_side())?;
             let (height, width) = self.preprocess.output_size(rgb.width(), rgb.height());
             let mut data = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
             self.preprocess.apply(&rgb, &mut data)?;

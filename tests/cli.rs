@@ -2731,3 +2731,46 @@ fn large_images_in_parallel_partitions_share_one_decode_budget() {
         stderr(&o)
     );
 }
+
+/// Issue 14, item 4: a failure only the model's preprocessing sees (here a
+/// model without a centre crop, and a 1x20000 strip that resizes to 224 x
+/// 4,480,000) used to give label NULL and error NULL. `clip_image_error`
+/// applies the model's own size check, so every NULL label has a reason.
+#[test]
+fn a_preprocessing_failure_has_a_reason_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&root().join("tests/fixtures/model"), &model);
+    let config = model.join("preprocessor_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["do_center_crop"] = false.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    image::RgbImage::from_pixel(1, 20_000, image::Rgb([90, 90, 90]))
+        .save(photos.join("strip.png"))
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = clipql(&[
+        "classify",
+        photos.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--labels",
+        "cat",
+        "dog",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let rows = jsonl_rows(&out);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["label"].is_null());
+    let error = rows[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("(no centre crop) would resize this image to 224x4480000"),
+        "{:?}",
+        rows[0]
+    );
+}

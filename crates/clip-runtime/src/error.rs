@@ -137,6 +137,22 @@ pub enum ImageError {
         /// The limit.
         limit: u64,
     },
+    /// Without a centre crop, the resize of an extreme aspect ratio would
+    /// make more pixels than one model input holds.
+    #[error(
+        "the model's preprocessing (no centre crop) would resize this image to \
+         {width}x{height} = {pixels} pixels, over the {limit}-pixel limit of one input"
+    )]
+    ResizedTooLarge {
+        /// Width after the resize.
+        width: u64,
+        /// Height after the resize.
+        height: u64,
+        /// width × height.
+        pixels: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The decoder failed: corrupt or truncated data.
     #[error("cannot decode {format} image: {message}")]
     Decode {

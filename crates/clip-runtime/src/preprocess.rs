@@ -314,9 +314,23 @@ impl PreprocessConfig {
         Ok(both.iter().flat_map(|p| p.0.map(|v| v as u8)).collect())
     }
 
-    /// Preprocesses one RGB image, appending CHW `f32` values to `out`.
-    pub fn apply(&self, image: &RgbImage, out: &mut Vec<f32>) -> Result<(), ImageError> {
-        let (w0, h0) = image.dimensions();
+    /// Whether an image of this size can be preprocessed: the one check of
+    /// its size that both [`PreprocessConfig::apply`] and
+    /// `clip_image_error` make, so that they always agree. (Without a centre
+    /// crop, an extreme aspect ratio resizes to more pixels than a model
+    /// input can hold.)
+    pub fn check_size(&self, width: u32, height: u32) -> Result<(), ImageError> {
+        self.window(width, height).map(|_| ())
+    }
+
+    /// The resize, crop window and padding for an image of this size; see
+    /// [`PreprocessConfig::check_size`].
+    #[allow(clippy::type_complexity)]
+    fn window(
+        &self,
+        w0: u32,
+        h0: u32,
+    ) -> Result<((u64, u64), (u64, u64), (u64, u64, u64), (u64, u64, u64)), ImageError> {
         if w0 == 0 || h0 == 0 {
             return Err(ImageError::ZeroSized {
                 width: w0,
@@ -335,17 +349,25 @@ impl PreprocessConfig {
                 (0, size, (crop - size).div_ceil(2))
             }
         };
-        let (left, win_w, pad_left) = axis(w, cw);
-        let (top, win_h, pad_top) = axis(h, ch);
+        let x = axis(w, cw);
+        let y = axis(h, ch);
         const MAX_OUTPUT: u64 = 1 << 28;
-        if win_w * win_h > MAX_OUTPUT || cw * ch > MAX_OUTPUT {
-            return Err(ImageError::TooManyPixels {
-                width: w.min(u32::MAX as u64) as u32,
-                height: h.min(u32::MAX as u64) as u32,
+        if x.1 * y.1 > MAX_OUTPUT || cw * ch > MAX_OUTPUT {
+            return Err(ImageError::ResizedTooLarge {
+                width: w,
+                height: h,
                 pixels: w.saturating_mul(h),
                 limit: MAX_OUTPUT,
             });
         }
+        Ok(((w, h), (cw, ch), x, y))
+    }
+
+    /// Preprocesses one RGB image, appending CHW `f32` values to `out`.
+    pub fn apply(&self, image: &RgbImage, out: &mut Vec<f32>) -> Result<(), ImageError> {
+        let (w0, h0) = image.dimensions();
+        let ((w, h), (cw, ch), (left, win_w, pad_left), (top, win_h, pad_top)) =
+            self.window(w0, h0)?;
         let (win_w, win_h) = (win_w as u32, win_h as u32);
         let resized;
         let pixels: &[u8] = if (w, h) == (w0 as u64, h0 as u64) && (win_w, win_h) == (w0, h0) {
@@ -466,7 +488,7 @@ mod tests {
         let img = RgbImage::from_pixel(1, 20_000, image::Rgb([0, 0, 0]));
         assert!(matches!(
             c.apply(&img, &mut Vec::new()),
-            Err(ImageError::TooManyPixels { .. })
+            Err(ImageError::ResizedTooLarge { .. })
         ));
     }
 

@@ -9,14 +9,17 @@
 //! With the default `clip.on_error = 'null'`, an undecodable image gives NULL
 //! from the other functions; this function says why, per row, without
 //! failing the query. It decodes with the same limits (`clip.max_image_pixels`,
-//! `clip.max_image_bytes`) and needs no model. A NULL image is not usable
+//! `clip.max_image_bytes`) and needs no model; where one is configured, it
+//! also applies that model's preprocessing size rule
+//! (`PreprocessConfig::check_size`, the model's own check), reading only
+//! its `preprocessor_config.json`. A NULL image is not usable
 //! either: it gives `no image: the image value is NULL`. An IMAGE table's
 //! file that could not be read (it vanished after listing, access was
 //! denied) gives that reason.
 
 use std::sync::Arc;
 
-use clip_runtime::{ImageError, decode_rgb};
+use clip_runtime::{ImageError, PreprocessConfig, decode_rgb};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
@@ -68,12 +71,25 @@ impl ScalarUDFImpl for ClipImageError {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let limits = ClipOptions::from_config(&args.config_options).limits();
+        let options = ClipOptions::from_config(&args.config_options);
+        let limits = options.limits();
+        // With a model configured, its preprocessing's size rule too (read
+        // from preprocessor_config.json; no ONNX is loaded): the same check
+        // the model makes, so a NULL label always has this reason.
+        let preprocess = options.model_dir(self.name()).ok().and_then(|dir| {
+            PreprocessConfig::from_file(&dir.join("preprocessor_config.json")).ok()
+        });
         let array = args.args[0].to_array(args.number_rows)?;
         let reasons: StringArray = binary_rows(array.as_ref())?
             .into_iter()
             .map(|bytes| match bytes {
-                Some(b) => decode_rgb(b, &limits).err().map(|e| e.to_string()),
+                Some(b) => match decode_rgb(b, &limits) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(rgb) => preprocess
+                        .as_ref()
+                        .and_then(|p| p.check_size(rgb.width(), rgb.height()).err())
+                        .map(|e| e.to_string()),
+                },
                 None => Some(ImageError::Null.to_string()),
             })
             .collect();

@@ -434,18 +434,7 @@ fn classify_a_folder_to_parquet_and_read_it_back() {
         "no partial files left behind"
     );
 
-    let o = clipql(&[
-        "sql",
-        "--format",
-        "jsonl",
-        "-c",
-        &format!("SELECT * FROM '{}'", out.display()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = sql_jsonl(&format!("SELECT * FROM '{}'", out.display()));
     for row in &rows {
         assert!(
             row["path"].as_str().unwrap().starts_with("file:///"),
@@ -2144,20 +2133,21 @@ fn journal_row_count(path: &Path) -> usize {
     }
 }
 
+/// The rows `clipql sql --format jsonl -c SQL` prints; it must succeed.
+fn sql_jsonl(sql: &str) -> Vec<serde_json::Value> {
+    let o = clipql(&["sql", "--format", "jsonl", "-c", sql]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `path → label` of a classify output, read back with `clipql sql`; also
 /// checks that no path has two rows.
 fn labels_by_path(out: &Path) -> std::collections::BTreeMap<String, String> {
-    let o = clipql(&[
-        "sql",
-        "--format",
-        "jsonl",
-        "-c",
-        &format!("SELECT path, label FROM '{}'", out.display()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let mut labels = std::collections::BTreeMap::new();
-    for line in stdout(&o).lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+    for row in sql_jsonl(&format!("SELECT path, label FROM '{}'", out.display())) {
         let path = row["path"].as_str().unwrap().to_string();
         let label = row["label"].as_str().unwrap_or("NULL").to_string();
         assert!(labels.insert(path.clone(), label).is_none(), "{path} twice");
@@ -2319,18 +2309,10 @@ fn files_deleted_during_a_run_get_a_reason_and_the_job_goes_on() {
     }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    let o = clipql(&[
-        "sql",
-        "--format",
-        "jsonl",
-        "-c",
-        &format!("SELECT path, label, error FROM '{}'", out.display()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = sql_jsonl(&format!(
+        "SELECT path, label, error FROM '{}'",
+        out.display()
+    ));
     assert_eq!(rows.len(), 200);
     let mut vanished = 0;
     for row in &rows {

@@ -784,7 +784,7 @@ fn measure_logit_scale(
 /// How many loaded models [`load_shared`] keeps by default
 /// (`CLIPQL_MAX_MODELS` overrides it). Each distinct directory and
 /// [`ModelOptions`] (dtype, threads, sessions, ...) is a full copy of the
-/// weights: 0.6 GB for ViT-B/32 in fp32, 1.7 GB for ViT-L/14.
+/// weights.
 pub const DEFAULT_MAX_MODELS: usize = 4;
 
 type ModelKey = (PathBuf, ModelOptions);

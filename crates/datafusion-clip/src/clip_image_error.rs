@@ -17,7 +17,9 @@
 //! file that could not be read (it vanished after listing, access was
 //! denied) gives that reason.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clip_runtime::{ImageError, PreprocessConfig, decode_rgb};
 use datafusion::arrow::array::StringArray;
@@ -76,9 +78,10 @@ impl ScalarUDFImpl for ClipImageError {
         // With a model configured, its preprocessing's size rule too (read
         // from preprocessor_config.json; no ONNX is loaded): the same check
         // the model makes, so a NULL label always has this reason.
-        let preprocess = options.model_dir(self.name()).ok().and_then(|dir| {
-            PreprocessConfig::from_file(&dir.join("preprocessor_config.json")).ok()
-        });
+        let preprocess = options
+            .model_dir(self.name())
+            .ok()
+            .and_then(|dir| preprocess_config(&dir));
         let array = args.args[0].to_array(args.number_rows)?;
         let reasons: StringArray = binary_rows(array.as_ref())?
             .into_iter()
@@ -95,4 +98,23 @@ impl ScalarUDFImpl for ClipImageError {
             .collect();
         Ok(ColumnarValue::Array(Arc::new(reasons)))
     }
+}
+
+/// A model folder's preprocessing config, read once per process (as its
+/// model is loaded once), not once per batch.
+fn preprocess_config(dir: &std::path::Path) -> Option<Arc<PreprocessConfig>> {
+    type Configs = Mutex<HashMap<PathBuf, Option<Arc<PreprocessConfig>>>>;
+    static CONFIGS: OnceLock<Configs> = OnceLock::new();
+    let mut configs = CONFIGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    configs
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| {
+            PreprocessConfig::from_file(&dir.join("preprocessor_config.json"))
+                .ok()
+                .map(Arc::new)
+        })
+        .clone()
 }

@@ -547,11 +547,7 @@ fn hash_file<D: Digest>(path: &Path, prefix: Option<&[u8]>) -> std::io::Result<S
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 fn status(e: &ApiError) -> Option<u16> {

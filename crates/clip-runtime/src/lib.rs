@@ -57,5 +57,5 @@ pub use model::{
 pub use options::{Dtype, GraphOptimization, ModelOptions};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};
-pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax};
+pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax, top_k};
 pub use tokenize::{TextTokenizer, TokenBatch};

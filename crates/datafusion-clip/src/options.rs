@@ -7,7 +7,7 @@
 
 use std::any::Any;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clip_runtime::hub::DEFAULT_MODEL;
 use clip_runtime::{ClipModel, DecodeLimits, Dtype, GraphOptimization, ModelOptions};
@@ -15,7 +15,7 @@ use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions}
 use datafusion::common::{DataFusionError, Result, config_err};
 use datafusion::config::ConfigOptions;
 
-/// What to do with an image that cannot be decoded.
+/// What to do with an image that cannot be used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum OnError {
     /// Return NULL for that row; `clip_image_error(image)` gives the reason.
@@ -25,57 +25,213 @@ pub enum OnError {
     Fail,
 }
 
-/// Every `clip.*` option. See [`ClipOptions::KEYS`] for their descriptions.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ClipOptions {
-    /// `clip.model`: a model directory or HF repo id (unset: the default model).
-    pub model: Option<String>,
-    /// `clip.dtype`: `fp32`, `quantized` or `fp16`.
-    pub dtype: Dtype,
-    /// `clip.batch_size`: images per vision-tower run.
-    pub batch_size: usize,
-    /// `clip.intra_threads`: ONNX Runtime threads per session (0 = all cores).
-    pub intra_threads: usize,
-    /// `clip.sessions`: ONNX Runtime sessions per tower.
-    pub sessions: usize,
-    /// `clip.intra_op_spinning`: whether idle ORT threads spin.
-    pub intra_op_spinning: bool,
-    /// `clip.graph_optimization`: ORT's graph optimisation level.
-    pub graph_optimization: GraphOptimization,
-    /// `clip.on_error`: `null` or `fail`.
-    pub on_error: OnError,
-    /// `clip.max_image_pixels`.
-    pub max_image_pixels: u64,
-    /// `clip.max_image_bytes`.
-    pub max_image_bytes: u64,
-    /// `clip.fast_jpeg`: decode large JPEGs at a reduced size.
-    pub fast_jpeg: bool,
-    /// `clip.logit_scale`: overrides the model's trained scale.
-    pub logit_scale: Option<f32>,
-    /// `clip.extra_extensions`: more file extensions for IMAGE tables.
-    pub extra_extensions: Vec<String>,
+impl std::fmt::Display for OnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Null => "null",
+            Self::Fail => "fail",
+        })
+    }
 }
 
-impl Default for ClipOptions {
-    fn default() -> Self {
-        let limits = DecodeLimits::default();
-        Self {
-            model: None,
-            dtype: Dtype::Fp32,
-            batch_size: 16,
-            intra_threads: 0,
-            sessions: 1,
-            intra_op_spinning: true,
-            graph_optimization: GraphOptimization::All,
-            on_error: OnError::Null,
-            max_image_pixels: limits.max_pixels,
-            max_image_bytes: limits.max_bytes,
-            fast_jpeg: limits.fast_jpeg,
-            logit_scale: None,
-            extra_extensions: Vec::new(),
+impl std::str::FromStr for OnError {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "null" => Ok(Self::Null),
+            "fail" => Ok(Self::Fail),
+            _ => Err(format!("must be 'null' or 'fail', got '{s}'")),
         }
     }
+}
+
+/// Declares every `clip.*` option once: its field, type, default, the text
+/// `SHOW ALL` and the README give for it, how `SET` parses it and how it is
+/// shown. [`ClipOptions::keys()`], `entries()`, `set()`, `default_value` and
+/// the README's table (checked by a test) all come from here.
+macro_rules! clip_options {
+    ($(
+        $(#[doc = $doc:literal])+
+        $field:ident: $ty:ty = $default:expr,
+            parse $parse:expr,
+            show $show:expr;
+    )*) => {
+        /// Every `clip.*` option. See [`ClipOptions::keys()`] for their descriptions.
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub struct ClipOptions {
+            $(
+                $(#[doc = $doc])+
+                pub $field: $ty,
+            )*
+        }
+
+        impl Default for ClipOptions {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl ClipOptions {
+            /// Option names (without the `clip.` prefix) and their doc
+            /// comments, as written.
+            const DOCS: &'static [(&'static str, &'static str)] = &[
+                $((stringify!($field), concat!($($doc, "\n"),+)),)*
+            ];
+
+            /// Sets option `key` (without `clip.`) from its SQL text.
+            fn set_key(&mut self, key: &str, value: &str) -> Result<()> {
+                match key {
+                    $(stringify!($field) => {
+                        let parse: fn(&str, &str) -> Result<$ty> = $parse;
+                        self.$field = parse(key, value)?;
+                    })*
+                    _ => return Err(Self::unknown_option(key)),
+                }
+                Ok(())
+            }
+
+            /// Option `key`'s value as `SHOW` prints it; `None` when unset.
+            fn value_of(&self, key: &str) -> Option<String> {
+                match key {
+                    $(stringify!($field) => {
+                        let show: fn(&$ty) -> Option<String> = $show;
+                        show(&self.$field)
+                    })*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+/// A doc comment's text as one line: its `///` lines joined by spaces.
+fn describe(doc: &str) -> String {
+    doc.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn text_or_unset(_key: &str, value: &str) -> Result<Option<String>> {
+    let v = value.trim();
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
+fn positive(key: &str, value: &str) -> Result<usize> {
+    let n: usize = parse_num(key, value.trim(), "a positive integer")?;
+    if n == 0 {
+        return config_err!("clip.{key} must be at least 1");
+    }
+    Ok(n)
+}
+
+fn shown<T: std::fmt::Display>(v: &T) -> Option<String> {
+    Some(v.to_string())
+}
+
+clip_options! {
+    /// Model directory in the HF / Transformers.js ONNX layout, or an HF repo
+    /// id in the HF cache; unset means `Xenova/clip-vit-base-patch32` from the
+    /// HF cache. Every function except `clip_image_error` needs one.
+    model: Option<String> = None,
+        parse text_or_unset,
+        show |v| v.clone();
+    /// Tower files: `fp32`, `quantized` (`*_quantized.onnx`) or `fp16`
+    /// (`*_fp16.onnx`).
+    dtype: Dtype = Dtype::Fp32,
+        parse |_, value| value.trim().parse().map_err(|_| {
+            DataFusionError::Configuration(format!(
+                "clip.dtype must be fp32, quantized or fp16, got '{value}'"
+            ))
+        }),
+        show shown;
+    /// Images per vision-tower run, and rows per IMAGE-table batch.
+    batch_size: usize = 16,
+        parse positive,
+        show shown;
+    /// ONNX Runtime threads per session; 0 divides the cores between the
+    /// sessions.
+    intra_threads: usize = 0,
+        parse |key, value| parse_num(key, value.trim(), "a non-negative integer (0 = all cores)"),
+        show shown;
+    /// ONNX Runtime sessions per tower; more lets partitions infer
+    /// concurrently.
+    sessions: usize = 1,
+        parse positive,
+        show shown;
+    /// `true`: idle ONNX Runtime threads spin briefly between parallel
+    /// sections (ORT's own default; about 30% faster here); `false` lets them
+    /// sleep.
+    intra_op_spinning: bool = true,
+        parse parse_bool,
+        show shown;
+    /// ONNX Runtime graph optimisation: `all`, `extended`, `basic` or `none`.
+    graph_optimization: GraphOptimization = GraphOptimization::All,
+        parse |_, value| value.trim().parse().map_err(|_| {
+            DataFusionError::Configuration(format!(
+                "clip.graph_optimization must be all, extended, basic or none, got '{value}'"
+            ))
+        }),
+        show shown;
+    /// `null`: an image that cannot be used gives NULL, and
+    /// `clip_image_error(image)` says why; `fail`: the query fails naming the
+    /// file.
+    on_error: OnError = OnError::Null,
+        parse |_, value| value.parse().map_err(|e| {
+            DataFusionError::Configuration(format!("clip.on_error {e}"))
+        }),
+        show shown;
+    /// Images whose header declares more pixels are refused before decoding
+    /// (PIL's limit).
+    max_image_pixels: u64 = DecodeLimits::default().max_pixels,
+        parse |key, value| parse_num(key, value.trim(), "a pixel count"),
+        show shown;
+    /// Larger encoded files are refused; an IMAGE table reads no more of them
+    /// than one byte past this (at most `2147483646`).
+    max_image_bytes: u64 = DecodeLimits::default().max_bytes,
+        parse |key, value| {
+            let n: u64 = parse_num(key, value.trim(), "a byte count")?;
+            if n > MAX_IMAGE_BYTES {
+                return config_err!(
+                    "clip.max_image_bytes must be at most {MAX_IMAGE_BYTES} (one image value \
+                     holds under 2 GiB), got '{value}'"
+                );
+            }
+            Ok(n)
+        },
+        show shown;
+    /// `true`: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling)
+    /// when that still covers the model's input; several times faster on
+    /// phone photos, embeddings differ slightly (see BENCHMARKS.md).
+    fast_jpeg: bool = DecodeLimits::default().fast_jpeg,
+        parse parse_bool,
+        show shown;
+    /// Overrides the model's trained `logit_scale` (measured from
+    /// `onnx/model.onnx`); `''` unsets.
+    logit_scale: Option<f32> = None,
+        parse |key, value| {
+            let v = value.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            let s: f32 = parse_num(key, v, "a positive number, e.g. 100")?;
+            if !(s.is_finite() && s > 0.0) {
+                return config_err!("clip.logit_scale must be a positive number, got '{value}'");
+            }
+            Ok(Some(s))
+        },
+        show |v| v.map(|s| s.to_string());
+    /// More file extensions for IMAGE tables, comma-separated, e.g.
+    /// `'dat,bin'`.
+    extra_extensions: Vec<String> = Vec::new(),
+        parse |_, value| {
+            Ok(value
+                .trim()
+                .split(',')
+                .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect())
+        },
+        show |v| Some(v.join(","));
 }
 
 impl ConfigExtension for ClipOptions {
@@ -103,7 +259,7 @@ const MAX_IMAGE_BYTES: u64 = i32::MAX as u64 - 1;
 impl ClipOptions {
     /// The error for a key (without `clip.`) that is not an option.
     fn unknown_option(key: &str) -> DataFusionError {
-        let known: Vec<String> = Self::KEYS
+        let known: Vec<String> = Self::keys()
             .iter()
             .map(|(k, _)| format!("clip.{k}"))
             .collect();
@@ -125,58 +281,43 @@ impl ClipOptions {
             .ok_or_else(|| Self::unknown_option(name))
     }
 
-    /// Option names (without the `clip.` prefix) and what they do.
-    pub const KEYS: &'static [(&'static str, &'static str)] = &[
-        (
-            "model",
-            "Model directory in the HF / Transformers.js ONNX layout, or an HF repo id in the HF cache. Unset: Xenova/clip-vit-base-patch32 from the HF cache.",
-        ),
-        (
-            "dtype",
-            "Tower files to load: fp32 (default), quantized or fp16.",
-        ),
-        ("batch_size", "Images per vision-tower run (default 16)."),
-        (
-            "intra_threads",
-            "ONNX Runtime threads per session; 0 (default) divides the cores between the sessions.",
-        ),
-        (
-            "sessions",
-            "ONNX Runtime sessions per tower (default 1); more lets partitions infer concurrently.",
-        ),
-        (
-            "intra_op_spinning",
-            "true (default, as in ONNX Runtime): idle ORT threads spin briefly between parallel sections, about 30% faster here; false lets them sleep.",
-        ),
-        (
-            "graph_optimization",
-            "ONNX Runtime graph optimisation level: all (default), extended, basic or none.",
-        ),
-        (
-            "on_error",
-            "null (default): an undecodable image gives NULL; fail: the query fails naming the row.",
-        ),
-        (
-            "max_image_pixels",
-            "Images whose header declares more pixels are refused before decoding (default 89478485, PIL's limit).",
-        ),
-        (
-            "max_image_bytes",
-            "Images with more encoded bytes are refused (default 268435456).",
-        ),
-        (
-            "fast_jpeg",
-            "true: decode a JPEG at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling) when that still covers the model's input; much faster on large photos, embeddings differ slightly (default false).",
-        ),
-        (
-            "logit_scale",
-            "Overrides the model's trained logit_scale (measured from onnx/model.onnx); empty to unset.",
-        ),
-        (
-            "extra_extensions",
-            "Comma-separated file extensions IMAGE tables list besides the image ones, e.g. 'dat,bin'.",
-        ),
-    ];
+    /// Option names (without the `clip.` prefix) and what they do, in
+    /// declaration order.
+    pub fn keys() -> &'static [(&'static str, &'static str)] {
+        static KEYS: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            // Once per process, 13 short strings: `ConfigEntry` wants
+            // `&'static str` descriptions.
+            Self::DOCS
+                .iter()
+                .map(|(key, doc)| (*key, &*Box::leak(describe(doc).into_boxed_str())))
+                .collect()
+        })
+    }
+
+    /// Each option's full key, default (as `SET` takes it; `None`: unset)
+    /// and description, in declaration order.
+    pub fn declared() -> Vec<(String, Option<String>, &'static str)> {
+        let defaults = Self::default();
+        Self::keys()
+            .iter()
+            .map(|(key, doc)| (format!("clip.{key}"), defaults.value_of(key), *doc))
+            .collect()
+    }
+
+    /// The README's options table, rendered from the declarations.
+    pub fn markdown_table() -> String {
+        let mut table = String::from("| option | default | what |\n|---|---|---|\n");
+        for (key, default, what) in Self::declared() {
+            let default = match default.as_deref() {
+                None => "unset".to_string(),
+                Some("") => "empty".to_string(),
+                Some(v) => format!("`{v}`"),
+            };
+            table.push_str(&format!("| `{key}` | {default} | {what} |\n"));
+        }
+        table
+    }
 
     /// The options in `config`, or the defaults when the extension is absent.
     pub fn from_config(config: &ConfigOptions) -> Self {
@@ -261,114 +402,15 @@ impl ExtensionOptions for ClipOptions {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let v = value.trim();
-        match key {
-            "model" => self.model = (!v.is_empty()).then(|| v.to_string()),
-            "dtype" => {
-                self.dtype = v.parse().map_err(|_| {
-                    DataFusionError::Configuration(format!(
-                        "clip.dtype must be fp32, quantized or fp16, got '{value}'"
-                    ))
-                })?
-            }
-            "batch_size" => {
-                let n: usize = parse_num(key, v, "a positive integer")?;
-                if n == 0 {
-                    return config_err!("clip.batch_size must be at least 1");
-                }
-                self.batch_size = n;
-            }
-            "intra_threads" => {
-                self.intra_threads = parse_num(key, v, "a non-negative integer (0 = all cores)")?
-            }
-            "sessions" => {
-                let n: usize = parse_num(key, v, "a positive integer")?;
-                if n == 0 {
-                    return config_err!("clip.sessions must be at least 1");
-                }
-                self.sessions = n;
-            }
-            "on_error" => {
-                self.on_error = match v.to_ascii_lowercase().as_str() {
-                    "null" => OnError::Null,
-                    "fail" => OnError::Fail,
-                    _ => {
-                        return config_err!(
-                            "clip.on_error must be 'null' or 'fail', got '{value}'"
-                        );
-                    }
-                }
-            }
-            "max_image_pixels" => self.max_image_pixels = parse_num(key, v, "a pixel count")?,
-            "max_image_bytes" => {
-                let n: u64 = parse_num(key, v, "a byte count")?;
-                if n > MAX_IMAGE_BYTES {
-                    return config_err!(
-                        "clip.max_image_bytes must be at most {MAX_IMAGE_BYTES} (one image value \
-                         holds under 2 GiB), got '{value}'"
-                    );
-                }
-                self.max_image_bytes = n;
-            }
-            "fast_jpeg" => self.fast_jpeg = parse_bool(key, value)?,
-            "intra_op_spinning" => self.intra_op_spinning = parse_bool(key, value)?,
-            "graph_optimization" => self.graph_optimization = v.parse().map_err(|_| {
-                DataFusionError::Configuration(format!(
-                    "clip.graph_optimization must be all, extended, basic or none, got '{value}'"
-                ))
-            })?,
-            "logit_scale" => {
-                self.logit_scale = if v.is_empty() {
-                    None
-                } else {
-                    let s: f32 = parse_num(key, v, "a positive number, e.g. 100")?;
-                    if !(s.is_finite() && s > 0.0) {
-                        return config_err!(
-                            "clip.logit_scale must be a positive number, got '{value}'"
-                        );
-                    }
-                    Some(s)
-                }
-            }
-            "extra_extensions" => {
-                self.extra_extensions = v
-                    .split(',')
-                    .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
-                    .filter(|e| !e.is_empty())
-                    .collect()
-            }
-            _ => return Err(Self::unknown_option(key)),
-        }
-        Ok(())
+        self.set_key(key, value)
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        let value = |key: &str| -> Option<String> {
-            match key {
-                "model" => self.model.clone(),
-                "dtype" => Some(self.dtype.to_string()),
-                "batch_size" => Some(self.batch_size.to_string()),
-                "intra_threads" => Some(self.intra_threads.to_string()),
-                "sessions" => Some(self.sessions.to_string()),
-                "intra_op_spinning" => Some(self.intra_op_spinning.to_string()),
-                "graph_optimization" => Some(self.graph_optimization.to_string()),
-                "on_error" => Some(match self.on_error {
-                    OnError::Null => "null".into(),
-                    OnError::Fail => "fail".into(),
-                }),
-                "max_image_pixels" => Some(self.max_image_pixels.to_string()),
-                "max_image_bytes" => Some(self.max_image_bytes.to_string()),
-                "fast_jpeg" => Some(self.fast_jpeg.to_string()),
-                "logit_scale" => self.logit_scale.map(|s| s.to_string()),
-                "extra_extensions" => Some(self.extra_extensions.join(",")),
-                _ => None,
-            }
-        };
-        Self::KEYS
+        Self::keys()
             .iter()
             .map(|(key, description)| ConfigEntry {
                 key: format!("clip.{key}"),
-                value: value(key),
+                value: self.value_of(key),
                 description,
             })
             .collect()
@@ -400,7 +442,7 @@ mod tests {
             o.set(key, value).unwrap();
         }
         let entries = o.entries();
-        assert_eq!(entries.len(), ClipOptions::KEYS.len());
+        assert_eq!(entries.len(), ClipOptions::keys().len());
         let get = |k: &str| entries.iter().find(|e| e.key == k).unwrap().value.clone();
         assert_eq!(get("clip.on_error").as_deref(), Some("fail"));
         assert_eq!(get("clip.extra_extensions").as_deref(), Some("dat,bin"));
@@ -458,5 +500,59 @@ mod tests {
             err.contains("unknown option clip.nonsense; the clip options are clip.model"),
             "{err}"
         );
+    }
+
+    /// The README's options table is rendered from the declarations, so a
+    /// new or changed option cannot leave it stale.
+    #[test]
+    fn the_readme_table_is_the_declarations() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let table = ClipOptions::markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's clip.* options table is not the declared one \
+             (crates/datafusion-clip/src/options.rs); replace it with:\n\n{table}"
+        );
+        assert_eq!(table.lines().count(), ClipOptions::keys().len() + 2);
+    }
+
+    /// `SHOW ALL` (DataFusion's `information_schema.df_settings`) lists
+    /// every declared option with its default and description.
+    #[tokio::test]
+    async fn show_all_gives_the_declarations() {
+        use datafusion::arrow::array::{Array, AsArray};
+        let ctx = datafusion::prelude::SessionContext::new_with_config(
+            crate::session_config().with_information_schema(true),
+        );
+        crate::register_all(&ctx).unwrap();
+        let batches = ctx
+            .sql(
+                "SELECT name, value, description FROM information_schema.df_settings \
+                  WHERE name LIKE 'clip.%' ORDER BY name",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut shown = Vec::new();
+        for b in &batches {
+            let column = |i: usize| b.column(i).as_string::<i32>().clone();
+            let (names, values, descriptions) = (column(0), column(1), column(2));
+            for row in 0..b.num_rows() {
+                shown.push((
+                    names.value(row).to_string(),
+                    (!values.is_null(row)).then(|| values.value(row).to_string()),
+                    descriptions.value(row).to_string(),
+                ));
+            }
+        }
+        let mut declared: Vec<_> = ClipOptions::declared()
+            .into_iter()
+            .map(|(k, v, d)| (k, v, d.to_string()))
+            .collect();
+        declared.sort();
+        assert_eq!(shown, declared);
     }
 }

@@ -485,7 +485,7 @@ fn needs_default_model(sql: &str) -> bool {
         && datafusion_clip::all_functions()
             .iter()
             .map(|f| f.name())
-            .filter(|name| *name != "clip_image_error")
+            .filter(|name| datafusion_clip::needs_model(name))
             .any(|name| sql.contains(name))
 }
 

@@ -35,24 +35,12 @@
 //! `exec_err!` for failures while running. Per-image problems are not errors
 //! unless `clip.on_error = 'fail'`.
 
-mod aws_profile;
-mod clip_classify;
-mod clip_classify_embedding;
-mod clip_image_embedding;
-mod clip_image_error;
-mod clip_scores;
-mod clip_scores_embedding;
-mod clip_text_embedding;
-mod codec;
-mod common;
-pub use common::{scores_array, scores_type};
-mod image_origin;
-mod image_scan;
-mod image_table;
-mod metrics_exec;
-pub mod object_stores;
+mod exec;
+mod functions;
 mod options;
 mod planning;
+mod store;
+mod table;
 
 use std::sync::Arc;
 
@@ -60,39 +48,23 @@ use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::SessionConfig;
 
-pub use clip_classify::ClipClassify;
-pub use clip_classify_embedding::ClipClassifyEmbedding;
-pub use clip_image_embedding::ClipImageEmbedding;
-pub use clip_image_error::ClipImageError;
-pub use clip_scores::ClipScores;
-pub use clip_scores_embedding::ClipScoresEmbedding;
-pub use clip_text_embedding::ClipTextEmbedding;
-pub use codec::{ClipLogicalCodec, ClipPhysicalCodec};
-pub use image_scan::{ImageFile, ImageScanExec, MAX_BATCH_BYTES};
-pub use image_table::{
+pub use exec::codec::{ClipLogicalCodec, ClipPhysicalCodec};
+pub use exec::metrics::{ClipMetricsExec, ClipMetricsRule};
+pub use functions::{
+    ClipClassify, ClipClassifyEmbedding, ClipImageEmbedding, ClipImageError, ClipScores,
+    ClipScoresEmbedding, ClipTextEmbedding, MAX_LABEL_BYTES, MAX_LABELS, NEED_NO_MODEL, PREFIX,
+    all_functions, is_clip_function, needs_model, scores_array, scores_type,
+};
+pub use options::{ClipOptions, OnError};
+pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};
+pub use table::scan::{ImageFile, ImageScanExec, MAX_BATCH_BYTES};
+pub use table::{
     FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,
     parse_location,
 };
-pub use metrics_exec::{ClipMetricsExec, ClipMetricsRule};
-pub use object_stores::{ClipObjectStoreRegistry, runtime_env};
-pub use options::{ClipOptions, OnError};
-
-/// Every `clip_*` scalar function, unconfigured.
-pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
-    vec![
-        Arc::new(ScalarUDF::new_from_impl(ClipClassify::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipScores::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipImageEmbedding::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipTextEmbedding::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipClassifyEmbedding::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipScoresEmbedding::new())),
-        Arc::new(ScalarUDF::new_from_impl(ClipImageError::new())),
-    ]
-}
 
 /// A `SessionConfig` with the `clip.*` options registered, for
 /// `SessionContext::new_with_config`. [`register_all`] adds them too, but
@@ -135,7 +107,7 @@ pub fn register_all(ctx: &SessionContext) -> Result<()> {
             .extensions
             .insert(ClipOptions::default());
     }
-    for (name, factory) in image_table::factories() {
+    for (name, factory) in table::factories() {
         state.table_factories_mut().insert(name, factory);
     }
     if !state

@@ -16,6 +16,9 @@
 //! `extra_extensions` adds more. A file is never split, and a query that does
 //! not select `image` never reads file contents.
 
+pub(crate) mod origin;
+pub(crate) mod scan;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -33,8 +36,8 @@ use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPus
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
-use crate::image_scan::{ImageFile, ImageScanExec, select_files};
 use crate::options::ClipOptions;
+use crate::table::scan::{ImageFile, ImageScanExec, select_files};
 
 /// File extensions an IMAGE table lists by default.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
@@ -267,7 +270,7 @@ impl TableProvider for ImageTable {
             .map(|f| {
                 let reads_image = f.column_refs().iter().any(|c| c.name == IMAGE_COLUMN);
                 let calls_clip = f.exists(|e| {
-                    Ok(matches!(e, Expr::ScalarFunction(call) if call.name().starts_with("clip_")))
+                    Ok(matches!(e, Expr::ScalarFunction(call) if crate::functions::is_clip_function(call.name())))
                 })?;
                 Ok(if reads_image || calls_clip || f.is_volatile() {
                     TableProviderFilterPushDown::Unsupported
@@ -327,7 +330,7 @@ impl TableProviderFactory for ImageTableFactory {
         }
         let mut extra = Vec::new();
         for (key, value) in &cmd.options {
-            if key.starts_with(crate::object_stores::AWS_OPTION_PREFIX) {
+            if key.starts_with(crate::store::object_stores::AWS_OPTION_PREFIX) {
                 continue;
             } else if key == EXTRA_EXTENSIONS_OPTION {
                 extra = value
@@ -347,13 +350,13 @@ impl TableProviderFactory for ImageTableFactory {
             ImageTable::try_new(&cmd.locations, cmd.table_partition_cols.clone(), extra)?;
         // S3 settings in OPTIONS register a store for the table's bucket,
         // on top of what the environment provides.
-        let aws = crate::object_stores::aws_options(&cmd.options);
+        let aws = crate::store::object_stores::aws_options(&cmd.options);
         if !aws.is_empty() {
             table.has_store_options = true;
             for url in &table.locations {
                 if matches!(url.scheme(), "s3" | "s3a") {
                     let url: &url::Url = url.as_ref();
-                    let store = crate::object_stores::s3_store(url, &aws)?;
+                    let store = crate::store::object_stores::s3_store(url, &aws)?;
                     state.runtime_env().register_object_store(url, store);
                 }
             }

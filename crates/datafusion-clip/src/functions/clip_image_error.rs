@@ -26,10 +26,11 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::common::{binary_rows, check_arity, check_image_type};
+use super::args::{binary_rows, check_arity, check_image_type};
+use super::{Doc, IMAGE_ARGUMENT};
 use crate::options::ClipOptions;
 
 /// `clip_image_error(image)`.
@@ -70,6 +71,19 @@ impl ScalarUDFImpl for ClipImageError {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(DataType::Utf8)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(
+            Doc {
+                description: "Why the image cannot be used (Utf8), or NULL when it can: the reason the other functions gave NULL for it. It decodes with the same `clip.max_image_*` limits, and applies the configured model's size rule when `clip.model` is set; it needs no model. A NULL image gives `no image: the image value is NULL`.",
+                syntax: "clip_image_error(image)",
+                example: "SELECT name, clip_classify(image, ['a cat', 'a dog']) AS label, clip_image_error(image) AS error FROM images;",
+                arguments: &[IMAGE_ARGUMENT],
+            }
+            .get(&DOC),
+        )
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

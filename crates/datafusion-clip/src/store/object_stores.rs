@@ -96,7 +96,7 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let env = |k: &str| std::env::var(k).ok();
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    for (key, value) in crate::aws_profile::profile_settings(&env, home)? {
+    for (key, value) in crate::store::aws_profile::profile_settings(&env, home)? {
         builder = builder.with_config(key, value);
     }
     let mut retry = RetryConfig::default();

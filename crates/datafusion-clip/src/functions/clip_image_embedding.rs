@@ -10,18 +10,20 @@
 //! Store these once, then label them any number of times with
 //! `clip_classify_embedding` without decoding an image again.
 
+use std::sync::OnceLock;
+
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::Result;
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
-use crate::common::{
-    check_arity, check_image_type, embed_image_rows, embedding_array, embedding_type, image_array,
-    nullable_field, usable,
-};
+use super::args::{check_arity, check_image_type, image_array};
+use super::images::{embed_image_rows, usable};
+use super::results::{embedding_array, embedding_type, nullable_field};
+use super::{Doc, IMAGE_ARGUMENT};
 use crate::options::ClipOptions;
 use crate::planning::PlanningContext;
 
@@ -79,6 +81,19 @@ impl ScalarUDFImpl for ClipImageEmbedding {
             planning: PlanningContext::from_config(config),
             ..self.clone()
         }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(
+            Doc {
+                description: "The image's L2-normalised CLIP embedding, `FixedSizeList<Float32, D>` with `D` the model's `projection_dim` (512 for ViT-B/32). Store it once, then label it any number of times with `clip_classify_embedding`. NULL for a NULL image or one that cannot be used (see `clip_image_error`).",
+                syntax: "clip_image_embedding(image)",
+                example: "CREATE TABLE embeddings AS SELECT path, clip_image_embedding(image) AS embedding FROM images;",
+                arguments: &[IMAGE_ARGUMENT],
+            }
+            .get(&DOC),
+        )
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

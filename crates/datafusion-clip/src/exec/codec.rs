@@ -54,9 +54,9 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::image_scan::ImageScanExec;
-use crate::image_table::{FileKey, ImageTable, image_schema};
-use crate::metrics_exec::ClipMetricsExec;
+use crate::exec::metrics::ClipMetricsExec;
+use crate::table::scan::ImageScanExec;
+use crate::table::{FileKey, ImageTable, image_schema};
 
 /// Leads every payload of ours; the digit is the wire version.
 const TAG: &[u8] = b"\xffclipql1";

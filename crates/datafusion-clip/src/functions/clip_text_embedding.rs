@@ -9,6 +9,7 @@
 //! through the text tower once per model. NULL text → NULL.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -17,11 +18,13 @@ use datafusion::common::{Result, plan_err};
 use datafusion::config::ConfigOptions;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
-use crate::common::{check_arity, embedding_array, embedding_type, nullable_field};
+use super::Doc;
+use super::args::check_arity;
+use super::results::{embedding_array, embedding_type, nullable_field};
 use crate::options::ClipOptions;
 use crate::planning::PlanningContext;
 
@@ -90,6 +93,19 @@ impl ScalarUDFImpl for ClipTextEmbedding {
             planning: PlanningContext::from_config(config),
             ..self.clone()
         }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: OnceLock<Documentation> = OnceLock::new();
+        Some(
+            Doc {
+                description: "The text's L2-normalised CLIP embedding, `FixedSizeList<Float32, D>`, in the same space as `clip_image_embedding`'s. Each distinct text runs through the text tower once per model and process. NULL for a NULL text.",
+                syntax: "clip_text_embedding(text)",
+                example: "SELECT clip_text_embedding('a photo of a cat') AS cat;",
+                arguments: &[("text", "The text to embed (Utf8, LargeUtf8 or Utf8View); the model reads its first 77 tokens.")],
+            }
+            .get(&DOC),
+        )
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

@@ -327,61 +327,68 @@ fn count_files(plan: &Arc<dyn ExecutionPlan>) -> usize {
 }
 
 struct Reshaper {
-    /// Prompt → class name.
-    names: std::collections::HashMap<String, String>,
-    top_k: Option<usize>,
+    /// Prompt → class name, when `--template` made the prompts; without
+    /// one, `clip_scores`'s list is the output as it is.
+    names: Option<std::collections::HashMap<String, String>>,
     schema: SchemaRef,
 }
 
 impl Reshaper {
-    fn name_of(&self, prompt: &str) -> String {
-        self.names
-            .get(prompt)
-            .map_or_else(|| prompt.to_string(), String::clone)
-    }
-
-    /// `path, size, modified, scores (over prompts), error [, embedding]` →
-    /// the output batch.
+    /// `path, size, modified, scores (over prompts, top-k already applied
+    /// by clip_scores), error [, embedding]` → the output batch.
     fn reshape(&self, batch: &RecordBatch, summary: &mut Summary) -> Result<RecordBatch> {
         let scores = batch.column(3).as_list::<i32>();
         let errors = batch.column(4).as_string::<i32>();
-        let mut rows: Vec<Option<Vec<(String, f32)>>> = Vec::with_capacity(batch.num_rows());
+        let mut score: Vec<Option<f32>> = Vec::with_capacity(batch.num_rows());
+        let entries = scores.values().as_struct();
+        let prompts = entries.column(0).as_string::<i32>();
+        let probs = entries.column(1).as_primitive::<Float32Type>();
+        let name_of = |prompt: &'_ str| match &self.names {
+            Some(names) => names.get(prompt).map_or(prompt, String::as_str).to_string(),
+            None => prompt.to_string(),
+        };
+        let mut label: Vec<Option<String>> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if scores.is_null(row) {
                 summary.record_failure(batch, errors, row)?;
-                rows.push(None);
+                label.push(None);
+                score.push(None);
                 continue;
             }
-            let entries = scores.value(row);
-            let entries = entries.as_struct();
-            let prompts = entries.column(0).as_string::<i32>();
-            let probs = entries.column(1).as_primitive::<Float32Type>();
-            let keep = self.top_k.unwrap_or(usize::MAX).min(prompts.len());
-            rows.push(Some(
-                (0..keep)
-                    .map(|i| (self.name_of(prompts.value(i)), probs.value(i)))
-                    .collect(),
-            ));
             summary.classified += 1;
+            // clip_scores lists a row's most likely label first.
+            let first = scores.value_offsets()[row] as usize;
+            let has_any = scores.value_length(row) > 0;
+            label.push(has_any.then(|| name_of(prompts.value(first))));
+            score.push(has_any.then(|| probs.value(first)));
         }
-        let label: StringArray = rows
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| r.first()).map(|(l, _)| l.as_str()))
-            .collect();
-        let score: Float32Array = rows
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| r.first()).map(|(_, s)| *s))
-            .collect();
-        let scores_out = datafusion_clip::scores_array(
-            rows.iter()
-                .map(|r| r.as_ref().map(|r| r.iter().map(|(l, s)| (l.as_str(), *s)))),
-        )?;
+        let scores_out = match &self.names {
+            None => Arc::clone(batch.column(3)),
+            Some(_) => {
+                let renamed: Vec<Option<Vec<(String, f32)>>> = (0..batch.num_rows())
+                    .map(|row| {
+                        (!scores.is_null(row)).then(|| {
+                            let start = scores.value_offsets()[row] as usize;
+                            let end = scores.value_offsets()[row + 1] as usize;
+                            (start..end)
+                                .map(|i| (name_of(prompts.value(i)), probs.value(i)))
+                                .collect()
+                        })
+                    })
+                    .collect();
+                datafusion_clip::scores_array(
+                    renamed
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| r.iter().map(|(l, s)| (l.as_str(), *s)))),
+                )?
+            }
+        };
         let mut columns: Vec<ArrayRef> = vec![
             Arc::clone(batch.column(0)),
             Arc::clone(batch.column(1)),
             Arc::clone(batch.column(2)),
-            Arc::new(label),
-            Arc::new(score),
+            Arc::new(StringArray::from(label)),
+            Arc::new(Float32Array::from(score)),
             scores_out,
             Arc::clone(batch.column(4)),
         ];
@@ -701,14 +708,16 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
     } else {
         ""
     };
+    let k = top_k.map_or_else(String::new, |k| format!(", {k}"));
     let sql = format!(
         "SELECT path, size, modified, scores, \
          CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
-         FROM (SELECT path, size, modified, image, clip_scores(image, {list}) AS scores FROM images)"
+         FROM (SELECT path, size, modified, image, clip_scores(image, {list}{k}) AS scores FROM images)"
     );
     let reshaper = Reshaper {
-        names: prompts.into_iter().zip(labels.iter().cloned()).collect(),
-        top_k: *top_k,
+        names: template
+            .is_some()
+            .then(|| prompts.into_iter().zip(labels.iter().cloned()).collect()),
         schema: output_schema(None),
     };
     Ok((sql, Some(reshaper), with_embeddings.then_some(5)))

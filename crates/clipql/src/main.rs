@@ -313,7 +313,7 @@ struct ClassifyArgs {
     output: Option<PathBuf>,
 
     /// Keep the K best labels in `scores` (default: all).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     top_k: Option<usize>,
 
     /// Add each image's embedding as an `embedding` column.

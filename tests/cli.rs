@@ -2756,3 +2756,68 @@ fn a_preprocessing_failure_has_a_reason_like_any_other() {
         rows[0]
     );
 }
+
+/// The function names in README.md's function table (`SQL reference` →
+/// `Functions`): the reference the SHOW FUNCTIONS test checks against.
+fn readme_function_names() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = readme
+        .split("### Functions\n")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .find(|chunk| chunk.contains("| function |"))
+        .unwrap();
+    let mut names: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `clip_"))
+        .map(|l| format!("clip_{}", l.split('(').next().unwrap()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 15 item 4: `SHOW FUNCTIONS` in `clipql sql` lists every function of
+/// the README's table, each with its description and syntax, and no other
+/// `clip_*` function; it needs no model.
+#[test]
+fn show_functions_lists_every_clip_function_with_its_documentation() {
+    let expected = readme_function_names();
+    assert!(expected.len() >= 7, "README function table: {expected:?}");
+    let rows = sql_jsonl("SHOW FUNCTIONS LIKE 'clip%'");
+    let mut names: Vec<String> = rows
+        .iter()
+        .map(|r| r["function_name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, expected);
+    for row in &rows {
+        let name = row["function_name"].as_str().unwrap();
+        let description = row["description"].as_str().unwrap_or_default();
+        let syntax = row["syntax_example"].as_str().unwrap_or_default();
+        assert!(
+            description.len() > 40,
+            "{name}: description {description:?}"
+        );
+        assert!(
+            syntax.starts_with(&format!("{name}(")),
+            "{name}: syntax {syntax:?}"
+        );
+    }
+    // Naming a function that needs a model runs none: no model is pulled
+    // (this test's HF cache is empty and the hub unreachable).
+    let one = sql_jsonl("SHOW FUNCTIONS LIKE 'clip_scores'");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["syntax_example"], "clip_scores(image, labels[, k])");
+    // DataFusion's own functions are still listed as DataFusion lists them.
+    let abs = sql_jsonl("SHOW FUNCTIONS LIKE 'abs'");
+    assert!(abs.iter().all(|r| r["return_type"].is_string()) && !abs.is_empty());
+    // The same documentation is in information_schema.routines.
+    let routines = sql_jsonl(
+        "SELECT DISTINCT routine_name, description FROM information_schema.routines \
+         WHERE routine_name LIKE 'clip_%' ORDER BY routine_name",
+    );
+    assert_eq!(routines.len(), expected.len());
+    assert!(routines.iter().all(|r| r["description"].is_string()));
+}

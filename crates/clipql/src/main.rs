@@ -18,7 +18,8 @@ use clip_runtime::Dtype;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::DFParser;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast;
 
 /// Run CLIP zero-shot image classification over image collections with SQL.
 #[derive(Debug, Parser)]
@@ -489,6 +490,23 @@ fn needs_default_model(sql: &str) -> bool {
             .any(|name| sql.contains(name))
 }
 
+/// `SHOW FUNCTIONS` (`Some(None)`) or `SHOW FUNCTIONS LIKE 'p'`
+/// (`Some(Some("p"))`), which `datafusion_clip::show_functions` answers so
+/// that the `clip_*` functions are listed; `None` for any other statement
+/// (other filters go to DataFusion, which says what it supports).
+fn show_functions_filter(statement: &DFStatement) -> Option<Option<&str>> {
+    let DFStatement::Statement(statement) = statement else {
+        return None;
+    };
+    match statement.as_ref() {
+        ast::Statement::ShowFunctions { filter: None } => Some(None),
+        ast::Statement::ShowFunctions {
+            filter: Some(ast::ShowStatementFilter::Like(pattern)),
+        } => Some(Some(pattern.as_str())),
+        _ => None,
+    }
+}
+
 async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     let sql = match (&args.command, &args.file) {
         (Some(sql), _) => sql.clone(),
@@ -503,8 +521,19 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
         Some(_) => ballista_clip::session_config(),
         None => datafusion_clip::session_config(),
     };
+    let statements = DFParser::parse_sql(&sql)?;
+    if statements.is_empty() {
+        return Err(DataFusionError::Plan("no SQL statement given".into()));
+    }
+    // `SHOW FUNCTIONS LIKE 'clip_scores'` names a function but runs none.
+    let runs_functions = statements
+        .iter()
+        .filter(|s| show_functions_filter(s).is_none())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(";\n");
     let dtype = args.dtype.unwrap_or_default();
-    if args.model.is_some() || needs_default_model(&sql) {
+    if args.model.is_some() || needs_default_model(&runs_functions) {
         let dir = model_dir(args.model.as_deref(), dtype, false).await?;
         let model = match args.cluster {
             Some(_) => cluster_model_name(args.model.as_deref(), &dir),
@@ -518,19 +547,23 @@ async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     let ctx = match &args.cluster {
         Some(url) => ballista_clip::remote_context(url, config).await?,
         None => {
+            // information_schema: SHOW FUNCTIONS, SHOW ALL and SHOW TABLES,
+            // with each clip_* function's documentation().
+            let config = config.with_information_schema(true);
             let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
                 .enable_url_table();
             datafusion_clip::register_all(&ctx)?;
             ctx
         }
     };
-    let statements = DFParser::parse_sql(&sql)?;
-    if statements.is_empty() {
-        return Err(DataFusionError::Plan("no SQL statement given".into()));
-    }
     let count = statements.len();
     let mut last = None;
     for (i, statement) in statements.into_iter().enumerate() {
+        if let Some(like) = show_functions_filter(&statement) {
+            let listed = datafusion_clip::show_functions(&ctx, like).await?;
+            last = Some(listed.collect().await?);
+            continue;
+        }
         let plan = ctx.state().statement_to_plan(statement).await?;
         if let LogicalPlan::Statement(Statement::ResetVariable(reset)) = &plan
             && reset.variable.starts_with("clip.")

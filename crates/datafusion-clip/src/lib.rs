@@ -56,7 +56,7 @@ pub use exec::metrics::{ClipMetricsExec, ClipMetricsRule};
 pub use functions::{
     ClipClassify, ClipClassifyEmbedding, ClipImageEmbedding, ClipImageError, ClipScores,
     ClipScoresEmbedding, ClipTextEmbedding, MAX_LABEL_BYTES, MAX_LABELS, NEED_NO_MODEL, PREFIX,
-    all_functions, is_clip_function, needs_model, scores_array, scores_type,
+    all_functions, is_clip_function, needs_model, scores_array, scores_type, show_functions,
 };
 pub use options::{ClipOptions, OnError};
 pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};

@@ -11,6 +11,7 @@ mod images;
 mod macros;
 mod results;
 mod scoring;
+mod show;
 
 mod clip_classify;
 mod clip_classify_embedding;
@@ -33,6 +34,7 @@ pub use clip_scores::ClipScores;
 pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
 pub use results::{scores_array, scores_type};
+pub use show::show_functions;
 
 /// Every ClipQL function's name starts with this. The IMAGE scan relies on
 /// it: a filter that calls a `clip_*` function would run a model at

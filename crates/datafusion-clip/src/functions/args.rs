@@ -371,7 +371,6 @@ mod tests {
     }
 
     /// Issue 14, item 9: absurd label lists are refused at planning time
-
     /// (literals) or when the batch runs (a per-row list column), with a
     /// message, never a panic.
     #[test]

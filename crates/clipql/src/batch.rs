@@ -258,7 +258,7 @@ impl Output {
                 let order = sort_to_indices(all.column(0), None, None)?;
                 let sorted = take_record_batch(&all, &order)?;
                 let mut stdout = std::io::stdout().lock();
-                crate::output::write(&mut stdout, &[sorted], crate::Format::Table)?;
+                crate::output::write(&mut stdout, &[sorted], crate::cli::Format::Table)?;
             }
         }
         if let (Some(temp), Some(target)) = (self.temp, self.target) {

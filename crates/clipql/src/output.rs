@@ -8,7 +8,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::error::{DataFusionError, Result};
 
-use crate::Format;
+use crate::cli::Format;
 
 /// Writes `batches` to `out` in `format`.
 pub fn write(out: &mut impl Write, batches: &[RecordBatch], format: Format) -> Result<()> {

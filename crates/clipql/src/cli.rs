@@ -1,0 +1,232 @@
+//! The command line: every `clap` type of `clipql`, and how a flag's text
+//! is parsed. What each command does is in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clip_runtime::Dtype;
+
+use crate::commands::cluster;
+
+/// Run CLIP zero-shot image classification over image collections with SQL.
+#[derive(Debug, Parser)]
+#[command(name = "clipql", disable_version_flag = true)]
+pub(crate) struct Cli {
+    /// Print the ClipQL, DataFusion and ONNX Runtime versions.
+    #[arg(short = 'V', long = "version")]
+    pub(crate) version: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run SQL statements; the last statement's result is printed.
+    Sql(SqlArgs),
+    /// Label every image under folders, globs or files; one output row per image.
+    Classify(ClassifyArgs),
+    /// Write every image's embedding, for clip_classify_embedding later; one row per image.
+    Embed(EmbedArgs),
+    /// Inspect models: the HF cache, or one model's files and settings.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Run a Ballista scheduler with ClipQL: clients send it queries with --cluster.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor with ClipQL: it registers with a scheduler and runs tasks.
+    Executor(cluster::ExecutorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelCommand {
+    /// Download a model's ONNX files from the HF hub into the HF cache ($HF_HOME/hub).
+    Pull {
+        /// An HF repo id, e.g. Xenova/clip-vit-base-patch32.
+        repo: String,
+
+        /// Which tower files to fetch.
+        #[arg(long, default_value_t = Dtype::Fp32)]
+        dtype: Dtype,
+
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the models in the local HF cache ($HF_HOME/hub) that ClipQL can load.
+    List,
+    /// Show a model's files, dtypes, embedding dim, image size, context length and logit_scale.
+    Info {
+        /// A model directory or an HF repo id in the local cache.
+        model: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnError {
+    /// Record the image with a NULL label and its reason in `error`.
+    Null,
+    /// Stop at the first bad image, writing nothing.
+    Fail,
+}
+
+/// What every batch command takes.
+#[derive(Debug, Args)]
+pub(crate) struct BatchArgs {
+    /// Folders (searched recursively), globs or image files.
+    #[arg(required = true)]
+    pub(crate) sources: Vec<String>,
+
+    /// Model directory or HF repo id (pulled if not cached). Default: Xenova/clip-vit-base-patch32.
+    #[arg(long, env = "CLIPQL_MODEL")]
+    pub(crate) model: Option<String>,
+
+    /// Which tower files to load (clip.dtype).
+    #[arg(long, default_value_t = Dtype::Fp32)]
+    pub(crate) dtype: Dtype,
+
+    /// The image column of Parquet sources: Binary/BinaryView, or an HF-datasets {bytes, path}
+    /// struct (detected when there is one). Giving it reads every source as Parquet.
+    #[arg(long)]
+    pub(crate) image_column: Option<String>,
+
+    /// What a bad image does.
+    #[arg(long, value_enum, default_value_t = OnError::Null)]
+    pub(crate) on_error: OnError,
+
+    /// Images per vision-tower run (clip.batch_size).
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+
+    /// ONNX Runtime threads (clip.intra_threads; default: all cores).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 size when that still covers the model's input
+    /// (clip.fast_jpeg): several times faster on phone photos; embeddings differ slightly
+    /// from a full decode (BENCHMARKS.md measures it).
+    #[arg(long)]
+    pub(crate) fast_jpeg: bool,
+
+    /// Set any session option before the job plans, e.g. `--set clip.sessions=2` or
+    /// `--set datafusion.execution.target_partitions=4` (repeatable; see `SHOW ALL` in
+    /// `clipql sql`).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub(crate) set: Vec<(String, String)>,
+
+    /// No progress bar or summary.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+
+    /// At the end, print where the time went: images decoded, decode and inference time,
+    /// batches, text-tower runs, cache hits (what EXPLAIN ANALYZE shows for SQL).
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+
+    /// Skip images an earlier run over the same --output finished (same path, size and
+    /// modification time), whether that run completed or was interrupted.
+    #[arg(long)]
+    pub(crate) resume: bool,
+
+    /// Run on a Ballista cluster: the scheduler's address, df://HOST:PORT (see
+    /// `clipql scheduler`). Sources are read by the executors; the output is written here.
+    #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
+    pub(crate) cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClassifyArgs {
+    #[command(flatten)]
+    pub(crate) batch: BatchArgs,
+
+    /// Candidate labels.
+    #[arg(long, num_args = 1.., required_unless_present = "labels_file", conflicts_with = "labels_file")]
+    pub(crate) labels: Vec<String>,
+
+    /// A file with one label per line (blank lines and lines starting with # are skipped).
+    #[arg(long)]
+    pub(crate) labels_file: Option<PathBuf>,
+
+    /// Wraps each label into the text CLIP sees, e.g. 'a photo of a {}'; the output shows the bare label.
+    #[arg(long)]
+    pub(crate) template: Option<String>,
+
+    /// Output file: .parquet, .csv or .jsonl. Without it, a table goes to stdout.
+    #[arg(long, short)]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Keep the K best labels in `scores` (default: all).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) top_k: Option<usize>,
+
+    /// Add each image's embedding as an `embedding` column.
+    #[arg(long)]
+    pub(crate) with_embeddings: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EmbedArgs {
+    #[command(flatten)]
+    pub(crate) batch: BatchArgs,
+
+    /// Output file: .parquet (or .csv, .jsonl) with `path`, `embedding`, `error`.
+    #[arg(long, short)]
+    pub(crate) output: PathBuf,
+}
+
+/// `--set KEY=VALUE`.
+pub(crate) fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!(
+            "expected KEY=VALUE, e.g. clip.sessions=2, got '{s}'"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// Model directory or HF repo id (sets clip.model; a repo id is pulled if not cached).
+    /// Default: Xenova/clip-vit-base-patch32, pulled only if the SQL calls a CLIP function
+    /// and does not set clip.model itself.
+    #[arg(long, env = "CLIPQL_MODEL")]
+    pub(crate) model: Option<String>,
+
+    /// Which tower files to load (sets clip.dtype).
+    #[arg(long)]
+    pub(crate) dtype: Option<Dtype>,
+
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+
+    /// SQL to run: one or more statements separated by `;`.
+    #[arg(
+        short = 'c',
+        long = "command",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
+    pub(crate) command: Option<String>,
+
+    /// A file of SQL statements to run.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Run queries on a Ballista cluster: the scheduler's address, df://HOST:PORT (see
+    /// `clipql scheduler`).
+    #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
+    pub(crate) cluster: Option<String>,
+}
+
+/// Output formats of `clipql sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header; nested values are written as text.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}

@@ -1,0 +1,123 @@
+//! `clipql model pull | list | info`: the HF cache and one model's files.
+
+use datafusion::error::DataFusionError;
+
+use crate::cli::ModelCommand;
+use crate::{EXIT_OK, external, show_progress};
+
+pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionError> {
+    match command {
+        ModelCommand::Pull { repo, dtype, quiet } => {
+            let report = clip_runtime::hub::pull(&repo, dtype, show_progress(quiet))
+                .await
+                .map_err(external)?;
+            let fetched = report.files.iter().filter(|f| f.downloaded).count();
+            let bytes: u64 = report
+                .files
+                .iter()
+                .filter(|f| f.downloaded)
+                .map(|f| f.size)
+                .sum();
+            for f in &report.files {
+                let how = if f.downloaded { "downloaded" } else { "cached" };
+                eprintln!("  {how}\t{}\t{}", f.size, f.name);
+            }
+            if let Some(w) = &report.warning {
+                eprintln!("warning: {w}");
+            }
+            eprintln!(
+                "{repo} ({dtype}) at commit {}: {fetched} of {} files downloaded ({bytes} bytes)",
+                report.commit,
+                report.files.len()
+            );
+            println!("{}", report.dir.display());
+        }
+        ModelCommand::List => {
+            let models = clip_runtime::hub::cached_models();
+            if models.is_empty() {
+                let cache = clip_runtime::hub::hub_cache_dir().map_or_else(
+                    || "(no HF_HOME or HOME)".to_string(),
+                    |d| d.display().to_string(),
+                );
+                eprintln!("no ClipQL-loadable models in the HF cache at {cache}");
+            }
+            for m in models {
+                let dtypes: Vec<String> = clip_runtime::available_dtypes(&m.path)
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+                println!("{}\t{}\t{}", m.repo_id, dtypes.join(","), m.path.display());
+            }
+        }
+        ModelCommand::Info { model } => {
+            let dir = clip_runtime::hub::resolve_model(&model).map_err(external)?;
+            if !dir.is_dir() {
+                return Err(DataFusionError::Plan(format!(
+                    "{model} is not a folder; a repo id would name a model in the HF cache"
+                )));
+            }
+            let config = clip_runtime::ModelConfig::from_dir(&dir).map_err(external)?;
+            let preprocess =
+                clip_runtime::PreprocessConfig::from_file(&dir.join("preprocessor_config.json"))
+                    .map_err(external)?;
+            let dtypes = clip_runtime::available_dtypes(&dir);
+            println!("model: {model}");
+            println!("path: {}", dir.display());
+            println!(
+                "dtypes: {}",
+                dtypes
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("embedding_dim: {}", config.projection_dim);
+            match preprocess.crop {
+                Some((h, w)) => println!("image_size: {h}x{w}"),
+                None => println!("image_size: (no centre crop)"),
+            }
+            println!("context_length: {}", config.context_length);
+            let scale = dtypes
+                .first()
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!("{}: no tower files under onnx/", dir.display()))
+                })
+                .and_then(|d| {
+                    clip_runtime::load_shared(
+                        &dir,
+                        clip_runtime::ModelOptions::default().with_dtype(*d),
+                    )
+                    .and_then(|m| m.logit_scale())
+                    .map_err(external)
+                });
+            match scale {
+                Ok(s) => println!("logit_scale: {s}"),
+                Err(e) => println!("logit_scale: unavailable ({e})"),
+            }
+            println!("files:");
+            let mut files: Vec<(String, u64)> = Vec::new();
+            for sub in ["", "onnx"] {
+                if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                    for e in entries.flatten() {
+                        if let Ok(meta) = std::fs::metadata(e.path())
+                            && meta.is_file()
+                        {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            let name = if sub.is_empty() {
+                                name
+                            } else {
+                                format!("{sub}/{name}")
+                            };
+                            files.push((name, meta.len()));
+                        }
+                    }
+                }
+            }
+            files.sort();
+            for (name, size) in files {
+                println!("  {name}\t{size}");
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -24,6 +24,24 @@ fn s3_server() -> S3Server {
     s3::s3_server(&root().join("tests/fixtures/photos"))
 }
 
+/// [`clipql_command`] run through `program pre_args… clipql`, with the same
+/// environment and working folder: for a wrapper that sets up the process
+/// (a PID namespace, a umask) and then executes `clipql`.
+fn clipql_wrapped_in(program: &str, pre_args: &[&str]) -> Command {
+    let plain = clipql_command();
+    let mut cmd = Command::new(program);
+    cmd.args(pre_args)
+        .arg(plain.get_program())
+        .current_dir(root());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
 fn clipql(args: &[&str]) -> Output {
     clipql_command().args(args).output().unwrap()
 }
@@ -2100,24 +2118,17 @@ fn clipql_as_pid_1(args: &[String]) -> Command {
          `unshare --user --map-root-user --pid --fork` (Debian: apt-get install util-linux), \
          which failed here: {probe:?}"
     );
-    let plain = clipql_command();
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--user",
-        "--map-root-user",
-        "--pid",
-        "--fork",
-        "--kill-child=SIGKILL",
-    ])
-    .arg(plain.get_program())
-    .args(args)
-    .current_dir(root());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    let mut cmd = clipql_wrapped_in(
+        "unshare",
+        &[
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+        ],
+    );
+    cmd.args(args);
     cmd
 }
 
@@ -2518,9 +2529,16 @@ fn a_mistyped_options_list_never_prints_its_secrets() {
         "('aws.secret_access_key' 'SECRETSENTINEL1234' 'aws.region' 'eu-west-1')",
         "('aws.session_token' 'SECRETSENTINEL1234', 'aws.bogus' 'AKIDSENTINEL')",
         "(aws.secret_access_key = 'SECRETSENTINEL1234' , , )",
+        // Issue 26, item 6: a comment with a quote in it before the list.
+        "-- don't\n ('aws.access_key_id' 'AKIDSENTINEL' 'SECRETSENTINEL1234')",
+        "/* it's */ ('aws.access_key_id' 'AKIDSENTINEL' 'SECRETSENTINEL1234')",
     ] {
+        let (comment, options) = match options.find(" (") {
+            Some(at) if !options.starts_with('(') => options.split_at(at),
+            _ => ("", options),
+        };
         let sql = format!(
-            "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://bucket/photos/' OPTIONS {options}"
+            "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://bucket/photos/' {comment}\nOPTIONS {options}"
         );
         let o = clipql(&["sql", "-c", &sql]);
         assert_eq!(o.status.code(), Some(1), "{options}: {}", stderr(&o));
@@ -2820,4 +2838,48 @@ fn show_functions_lists_every_clip_function_with_its_documentation() {
     );
     assert_eq!(routines.len(), expected.len());
     assert!(routines.iter().all(|r| r["description"].is_string()));
+}
+
+/// Issue 26, item 3: a finished `--output` is readable as any new file of
+/// the user's is (the umask's mode, not the 0600 of a private temporary
+/// file), and the `.partial` file a killed run left beside it is gone.
+#[test]
+fn a_finished_output_has_the_umask_mode_and_orphan_partials_go() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
+        let name = format!("out-{umask}.parquet");
+        let out = dir.path().join(&name);
+        // What a SIGKILLed run leaves: a partial file, named as
+        // `create_beside` names them.
+        let orphan = dir.path().join(format!(".{name}.kIlLeD.partial"));
+        std::fs::write(&orphan, b"PAR1 half a file").unwrap();
+        let o = clipql_wrapped_in(
+            "sh",
+            &["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")],
+        )
+        .args([
+            "classify",
+            "tests/fixtures/photos",
+            "--model",
+            "tests/fixtures/model",
+        ])
+        .args([
+            "--labels",
+            "a photo of a cat",
+            "a photo of a dog",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let got = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+        assert!(!orphan.exists(), "the orphan partial file is still there");
+    }
+    assert_eq!(
+        files_in(dir.path()),
+        vec!["out-022.parquet", "out-027.parquet"]
+    );
 }

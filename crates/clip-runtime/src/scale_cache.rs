@@ -120,17 +120,19 @@ impl ScaleCache {
         if std::fs::create_dir_all(parent).is_err() {
             return;
         }
-        // Write a private file, then rename it over the entry: concurrent
-        // processes never read a half-written entry.
-        let tmp = parent.join(format!(
-            ".{}.{}.tmp",
-            std::process::id(),
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        // Write a new file under a name no other file has (O_EXCL, a random
+        // part, never the PID, which repeats in containers), then rename it
+        // over the entry: concurrent processes never read a half-written
+        // entry. A failed write removes the temporary file when it drops.
+        let Ok(mut tmp) = tempfile::Builder::new()
+            .prefix(".entry.")
+            .suffix(".tmp")
+            .tempfile_in(parent)
+        else {
+            return;
+        };
+        if std::io::Write::write_all(&mut tmp, text.as_bytes()).is_ok() {
+            let _ = tmp.persist(&path);
         }
     }
 }
@@ -163,6 +165,39 @@ mod tests {
         f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
             .unwrap();
         assert_eq!(cache.get(&model), None);
+    }
+
+    /// Issue 26, item 3: the temporary file was `.PID.NAME.tmp`. In a
+    /// container every process may be PID 1, so anything at that name (an
+    /// entry another process is writing, or a folder) made every write
+    /// fail, or two processes write one file.
+    #[test]
+    fn the_temporary_file_is_never_named_by_the_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ScaleCache::at(tmp.path().join("cache"));
+        let model = graph(tmp.path(), b"graph");
+        let entry = cache.entry_path(&FileIdentity::of(&model).unwrap());
+        let parent = entry.parent().unwrap();
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        let pid_named = parent.join(format!(".{}.{name}.tmp", std::process::id()));
+        std::fs::create_dir_all(pid_named.join("in-the-way")).unwrap();
+        cache.put(&model, 100.0);
+        assert_eq!(cache.get(&model), Some(100.0));
+        let mut left: Vec<String> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec![
+            name,
+            pid_named
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        ];
+        expected.sort();
+        assert_eq!(left, expected, "no temporary file is left behind");
     }
 
     #[test]

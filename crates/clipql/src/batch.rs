@@ -199,7 +199,8 @@ impl Output {
             });
         };
         let format = Format::from_path(target)?;
-        let (file, temp) = crate::resume::create_beside(target, ".partial")?;
+        let (file, temp) =
+            crate::resume::create_beside(target, ".partial", crate::resume::Access::Umask)?;
         let sink = match format {
             Format::Parquet => Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?),
             Format::Csv => Sink::Csv(BufWriter::new(file), false),
@@ -268,6 +269,7 @@ impl Output {
                     target.display()
                 ))
             })?;
+            crate::resume::remove_orphan_partials(&target);
             if let Some(journal) = self.journal {
                 journal.remove_all(&target);
             }

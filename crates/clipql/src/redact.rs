@@ -9,6 +9,11 @@
 
 use std::sync::Mutex;
 
+use datafusion::sql::sqlparser::dialect::{
+    Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect,
+};
+use datafusion::sql::sqlparser::tokenizer::{Token as SqlToken, Tokenizer};
+
 /// Options whose values are not secret and help to read an error.
 const PUBLIC_OPTIONS: &[&str] = &[
     "aws.region",
@@ -29,18 +34,28 @@ pub fn remember_secrets(sql: &str) {
     let found = option_secrets(sql);
     if let Ok(mut secrets) = SECRETS.lock() {
         secrets.extend(found);
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.sort();
         secrets.dedup();
     }
 }
 
 /// `text` with every remembered secret masked.
 pub fn redact(text: &str) -> String {
+    match SECRETS.lock() {
+        Ok(secrets) => redact_with(&secrets, text),
+        // A panic while the list was held: print nothing that might hold one.
+        Err(_) => "(an error message, not shown: it may hold a secret)".into(),
+    }
+}
+
+/// `text` with each of `secrets` masked, the longest first (so a secret
+/// inside a longer one never leaves the rest of the longer one shown).
+fn redact_with(secrets: &[String], text: &str) -> String {
+    let mut secrets: Vec<&String> = secrets.iter().collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = text.to_string();
-    if let Ok(secrets) = SECRETS.lock() {
-        for secret in secrets.iter() {
-            out = out.replace(secret.as_str(), "***");
-        }
+    for secret in secrets {
+        out = out.replace(secret.as_str(), "***");
     }
     out
 }
@@ -53,72 +68,120 @@ fn is_option_name(s: &str) -> bool {
 }
 
 enum Token {
-    Str(String),
+    /// A string: its value, and how it is written (quotes and escapes),
+    /// which is how a parser error quotes it.
+    Str(String, String),
     Word(String),
     Open,
     Close,
     Other,
 }
 
-fn tokens(sql: &str) -> Vec<Token> {
-    let chars: Vec<char> = sql.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\'' | '"' => {
-                let quote = c;
-                let mut s = String::new();
-                i += 1;
-                while i < chars.len() {
-                    if chars[i] == quote {
-                        if chars.get(i + 1) == Some(&quote) {
-                            s.push(quote);
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    s.push(chars[i]);
-                    i += 1;
-                }
-                i += 1;
-                out.push(if quote == '\'' {
-                    Token::Str(s)
-                } else {
-                    Token::Word(s)
-                });
-            }
-            '(' => {
-                out.push(Token::Open);
-                i += 1;
-            }
-            ')' => {
-                out.push(Token::Close);
-                i += 1;
-            }
-            c if c.is_alphanumeric() || c == '_' || c == '.' => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || "_.".contains(chars[i])) {
-                    i += 1;
-                }
-                out.push(Token::Word(chars[start..i].iter().collect()));
-            }
-            _ => {
-                if !c.is_whitespace() {
-                    out.push(Token::Other);
-                }
-                i += 1;
-            }
-        }
-    }
-    out
+/// The dialects whose tokenizers read `sql`: the one `clipql sql` parses
+/// with (generic), and two whose comments and strings differ (`#`
+/// comments, `E'...'` and `$$...$$` strings). A string any of them sees in
+/// an `OPTIONS` list is masked.
+fn dialects() -> [Box<dyn Dialect>; 3] {
+    [
+        Box::new(GenericDialect {}),
+        Box::new(PostgreSqlDialect {}),
+        Box::new(MySqlDialect {}),
+    ]
 }
 
-/// The strings in `sql`'s `OPTIONS (...)` lists that may be secret.
+/// `sql` as `dialect`'s own tokenizer (sqlparser's, the one DataFusion
+/// parses with) reads it, so comments, escapes and dollar quoting are
+/// understood as the parser understands them. `None` when it cannot be
+/// tokenized (an unterminated string, say).
+fn tokens(sql: &str, dialect: &dyn Dialect) -> Option<Vec<Token>> {
+    let raw: Vec<SqlToken> = Tokenizer::new(dialect, sql)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, SqlToken::Whitespace(_)))
+        .collect();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let token = match &raw[i] {
+            // `aws.region` is three tokens, `aws` `.` `region`: one name.
+            SqlToken::Word(w) if w.quote_style.is_none() => {
+                let mut name = w.value.clone();
+                while let (Some(SqlToken::Period), Some(SqlToken::Word(next))) =
+                    (raw.get(i + 1), raw.get(i + 2))
+                {
+                    name.push('.');
+                    name.push_str(&next.value);
+                    i += 2;
+                }
+                Token::Word(name)
+            }
+            SqlToken::Word(w) => Token::Word(w.value.clone()),
+            SqlToken::Number(n, _) => Token::Word(n.clone()),
+            SqlToken::LParen => Token::Open,
+            SqlToken::RParen => Token::Close,
+            SqlToken::Comma
+            | SqlToken::Eq
+            | SqlToken::DoubleEq
+            | SqlToken::Period
+            | SqlToken::SemiColon
+            | SqlToken::Colon => Token::Other,
+            SqlToken::SingleQuotedString(v)
+            | SqlToken::DoubleQuotedString(v)
+            | SqlToken::TripleSingleQuotedString(v)
+            | SqlToken::TripleDoubleQuotedString(v)
+            | SqlToken::SingleQuotedByteStringLiteral(v)
+            | SqlToken::DoubleQuotedByteStringLiteral(v)
+            | SqlToken::SingleQuotedRawStringLiteral(v)
+            | SqlToken::DoubleQuotedRawStringLiteral(v)
+            | SqlToken::NationalStringLiteral(v)
+            | SqlToken::EscapedStringLiteral(v)
+            | SqlToken::UnicodeStringLiteral(v)
+            | SqlToken::HexStringLiteral(v) => Token::Str(v.clone(), raw[i].to_string()),
+            SqlToken::DollarQuotedString(d) => Token::Str(d.value.clone(), raw[i].to_string()),
+            // Anything else in a list of options is a value as written.
+            other => Token::Str(other.to_string(), other.to_string()),
+        };
+        out.push(token);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// When a tokenizer gives up on `sql`: every word after an `OPTIONS`
+/// keyword that is not an option name, quotes taken off. More than is
+/// secret, never less.
+fn untokenized_secrets(sql: &str) -> Vec<String> {
+    let lower = sql.to_ascii_lowercase();
+    let Some(at) = lower.find("options") else {
+        return Vec::new();
+    };
+    sql[at..]
+        .split(|c: char| c.is_whitespace() || "(),=;".contains(c))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '"' || c == '$'))
+        .filter(|w| w.chars().count() >= 4 && !is_option_name(w))
+        .flat_map(|w| w.split('\'').filter(|p| p.chars().count() >= 4))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The strings in `sql`'s `OPTIONS (...)` lists that may be secret, as any
+/// of [`dialects`] reads them.
 fn option_secrets(sql: &str) -> Vec<String> {
-    let tokens = tokens(sql);
+    let mut secrets = Vec::new();
+    for dialect in dialects() {
+        match tokens(sql, dialect.as_ref()) {
+            Some(tokens) => secrets.extend(listed_secrets(&tokens)),
+            None => secrets.extend(untokenized_secrets(sql)),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    secrets.retain(|s| seen.insert(s.clone()));
+    secrets
+}
+
+/// The strings in the `OPTIONS (...)` lists of `tokens` that may be secret.
+fn listed_secrets(tokens: &[Token]) -> Vec<String> {
     let mut secrets = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
@@ -131,10 +194,12 @@ fn option_secrets(sql: &str) -> Vec<String> {
         let mut previous_name: Option<String> = None;
         while i < tokens.len() && !matches!(tokens[i], Token::Close) {
             match &tokens[i] {
-                Token::Str(s) | Token::Word(s) if is_option_name(s) && previous_name.is_none() => {
+                Token::Str(s, _) | Token::Word(s)
+                    if is_option_name(s) && previous_name.is_none() =>
+                {
                     previous_name = Some(s.to_ascii_lowercase());
                 }
-                Token::Str(s) | Token::Word(s) => {
+                Token::Str(s, _) | Token::Word(s) => {
                     let public = previous_name
                         .as_deref()
                         .is_some_and(|n| PUBLIC_OPTIONS.contains(&n));
@@ -142,6 +207,13 @@ fn option_secrets(sql: &str) -> Vec<String> {
                     // garble the message.
                     if !public && s.chars().count() >= 4 {
                         secrets.push(s.clone());
+                        // How a parser error quotes it, where masking the
+                        // value would not mask that (escapes).
+                        if let Token::Str(_, written) = &tokens[i]
+                            && !written.contains(s.as_str())
+                        {
+                            secrets.push(written.clone());
+                        }
                     }
                     previous_name = None;
                 }
@@ -172,5 +244,50 @@ mod tests {
         let sql = "... OPTIONS ('aws.access_key_id' 'AKID' 'SECRETVALUE', 'aws.bogus' 'x')";
         assert_eq!(option_secrets(sql), ["AKID", "SECRETVALUE"]);
         assert!(option_secrets("SELECT 'not an option' FROM t").is_empty());
+    }
+
+    fn assert_has(secrets: &[String], expected: &[&str]) {
+        for e in expected {
+            assert!(secrets.iter().any(|s| s == e), "{e}: {secrets:?}");
+        }
+    }
+
+    /// The secret values of `sql`, without their written forms.
+    fn values(sql: &str) -> Vec<String> {
+        option_secrets(sql)
+            .into_iter()
+            .filter(|s| !s.starts_with(['\'', '$']) && !s.starts_with("E'"))
+            .collect()
+    }
+
+    /// Issue 26, item 6: comments and the other ways of writing a string
+    /// no longer make the masking lose track of where the strings are.
+    #[test]
+    fn comments_and_other_strings_keep_the_masking_on_track() {
+        let list = "OPTIONS ('aws.access_key_id' 'AKIDSENTINEL' 'SECRETSENTINEL')";
+        for before in [
+            "-- don't\n",
+            "/* it's a 'comment */ ",
+            "# don't (a MySQL comment)\n",
+            "-- 'aws.region' 'x\n",
+        ] {
+            let sql = format!(
+                "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://b/' {before}{list}"
+            );
+            let secrets = values(&sql);
+            assert_has(&secrets, &["SECRETSENTINEL", "AKIDSENTINEL"]);
+            assert_eq!(
+                redact_with(&secrets, "found: 'SECRETSENTINEL' after AKIDSENTINEL"),
+                "found: '***' after ***",
+                "{before:?}"
+            );
+        }
+        // E-strings with an escaped quote, and dollar quoting.
+        let sql = r"CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://b/' OPTIONS (
+            'aws.secret_access_key' E'SECRET\'SENTINEL', 'aws.session_token' $$TOKEN'SENTINEL$$)";
+        assert_has(&option_secrets(sql), &["SECRET'SENTINEL", "TOKEN'SENTINEL"]);
+        // A statement no tokenizer can read: every word after OPTIONS.
+        let sql = "CREATE EXTERNAL TABLE t STORED AS IMAGE LOCATION 's3://b/' OPTIONS ('aws.secret_access_key' 'SECRETSENTINEL";
+        assert_has(&values(sql), &["SECRETSENTINEL"]);
     }
 }

@@ -52,14 +52,30 @@ fn parent_dir(target: &Path) -> PathBuf {
     }
 }
 
+/// Who may read a file made by [`create_beside`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only this user (0600): a journal, which only `--resume` reads.
+    Private,
+    /// What the user's umask gives a new file (0666 less the umask, 0644
+    /// under umask 022): a partial output, which becomes the output.
+    Umask,
+}
+
 /// Creates a new file beside `target`, named `.NAME.RANDOM{suffix}`: created
 /// with `O_EXCL`, so it is never a file that exists already (an earlier run's
 /// journal, say), whatever the process id.
-pub fn create_beside(target: &Path, suffix: &str) -> Result<(File, PathBuf)> {
+pub fn create_beside(target: &Path, suffix: &str, access: Access) -> Result<(File, PathBuf)> {
     let dir = parent_dir(target);
-    tempfile::Builder::new()
-        .prefix(&format!(".{}.", file_name(target)))
-        .suffix(suffix)
+    let prefix = format!(".{}.", file_name(target));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(suffix);
+    if access == Access::Umask {
+        // The mode is given to open(2), so the umask applies, as it does for
+        // any new file.
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    }
+    builder
         .tempfile_in(&dir)
         .and_then(|f| f.keep().map_err(|e| e.error))
         .map_err(|e| {
@@ -80,6 +96,21 @@ fn file_name(target: &Path) -> String {
 
 /// Every journal of `target`, from any run.
 fn journals(target: &Path) -> Vec<PathBuf> {
+    beside(target, ".journal")
+}
+
+/// Removes the partial outputs of `target` that killed runs left behind.
+/// Called once an output is complete (as the journals are removed then):
+/// a run still writing its partial file at that moment would be writing to
+/// the same output, which two runs never can do safely anyway.
+pub fn remove_orphan_partials(target: &Path) {
+    for orphan in beside(target, ".partial") {
+        let _ = std::fs::remove_file(orphan);
+    }
+}
+
+/// Every file beside `target` named by [`create_beside`] with `suffix`.
+fn beside(target: &Path, suffix: &str) -> Vec<PathBuf> {
     let prefix = format!(".{}.", file_name(target));
     let dir = parent_dir(target);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -88,7 +119,7 @@ fn journals(target: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix) && n.ends_with(".journal"))
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(suffix))
         .map(|n| dir.join(n))
         .collect();
     found.sort();
@@ -104,7 +135,7 @@ pub struct Journal {
 impl Journal {
     /// Starts this run's journal for `target`.
     pub fn create(target: &Path, schema: &SchemaRef) -> Result<Self> {
-        let (file, path) = create_beside(target, ".journal")?;
+        let (file, path) = create_beside(target, ".journal", Access::Private)?;
         let writer = StreamWriter::try_new(BufWriter::new(file), schema)?;
         Ok(Self { writer, path })
     }
@@ -337,7 +368,7 @@ mod tests {
         // What `clipql classify --resume` does next: start its own journal
         // and partial output, then copy the previous rows.
         let _journal = Journal::create(&target, &schema).unwrap();
-        let _partial = create_beside(&target, ".partial").unwrap();
+        let _partial = create_beside(&target, ".partial", Access::Umask).unwrap();
         let mut copied = Vec::new();
         let n = previous
             .copy("s", &previous.done, &schema, &mut |b| {
@@ -353,8 +384,8 @@ mod tests {
     fn files_beside_the_target_get_distinct_names() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.parquet");
-        let (_, a) = create_beside(&target, ".partial").unwrap();
-        let (_, b) = create_beside(&target, ".partial").unwrap();
+        let (_, a) = create_beside(&target, ".partial", Access::Umask).unwrap();
+        let (_, b) = create_beside(&target, ".partial", Access::Umask).unwrap();
         assert_ne!(a, b);
         for p in [&a, &b] {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();

@@ -2883,3 +2883,101 @@ fn a_finished_output_has_the_umask_mode_and_orphan_partials_go() {
         vec!["out-022.parquet", "out-027.parquet"]
     );
 }
+
+/// Issue 26, item 1: a row is done only when it has its answer. A row with
+/// a NULL label and a NULL error (what a failure no check reported used to
+/// write) is computed again by `--resume`, not copied; answered rows are
+/// copied.
+#[test]
+fn resume_recomputes_a_row_without_an_answer() {
+    use datafusion::arrow::array::BooleanArray;
+    use datafusion::arrow::compute::{concat_batches, nullif};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["chelsea.jpg", "coffee_palette.png", "rocket_cmyk.jpg"] {
+        std::fs::copy(
+            root().join("tests/fixtures/photos").join(name),
+            photos.join(name),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("out.parquet");
+    let run = |extra: &[&str]| {
+        let o = clipql_command()
+            .args([
+                "classify",
+                photos.to_str().unwrap(),
+                "--model",
+                "tests/fixtures/model",
+            ])
+            .args([
+                "--labels",
+                "a photo of a cat",
+                "a cup of coffee",
+                "a photo of a rocket",
+            ])
+            .args(["--output", out.to_str().unwrap(), "--verbose"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stderr(&o)
+    };
+    run(&[]);
+    let answered = labels_by_path(&out);
+    assert_eq!(answered.len(), 3);
+    assert!(answered.values().all(|l| l != "NULL"), "{answered:?}");
+
+    // The silent row: one answer taken away, its error left NULL.
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let reader = builder.build().unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let all = concat_batches(&schema, &batches).unwrap();
+    let paths = all.column_by_name("path").unwrap();
+    let paths = paths
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .unwrap();
+    let silent: BooleanArray = paths
+        .iter()
+        .map(|p| Some(p.unwrap().ends_with("coffee_palette.png")))
+        .collect();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(all.columns())
+        .map(|(f, c)| match f.name().as_str() {
+            "label" | "score" | "scores" => nullif(c.as_ref(), &silent).unwrap(),
+            _ => std::sync::Arc::clone(c),
+        })
+        .collect();
+    let forged = datafusion::arrow::array::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&out).unwrap(), schema, None).unwrap();
+    writer.write(&forged).unwrap();
+    writer.close().unwrap();
+    assert_eq!(
+        labels_by_path(&out)
+            .values()
+            .filter(|l| *l == "NULL")
+            .count(),
+        1
+    );
+
+    let log = run(&["--resume"]);
+    assert_eq!(
+        labels_by_path(&out),
+        answered,
+        "the silent row is answered again"
+    );
+    assert!(
+        log.contains("decode + preprocess: 1 images, 0 failed"),
+        "only the silent row is computed again: {log}"
+    );
+}

@@ -35,6 +35,7 @@ mod metrics;
 mod model;
 pub mod onnxruntime;
 mod options;
+mod prepare;
 mod preprocess;
 mod scale_cache;
 mod score;
@@ -55,6 +56,7 @@ pub use model::{
     load_shared, loaded_models,
 };
 pub use options::{Dtype, GraphOptimization, ModelOptions};
+pub use prepare::{PixelValues, image_error, prepare_image};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};
 pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax, top_k};

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
-use crate::decode::{DecodeLimits, decode_rgb_budgeted};
+use crate::decode::DecodeLimits;
 use crate::error::{ClipError, ImageError, Result};
 use crate::metrics::{Event, InferenceMetrics, ModelStats, timed};
 use crate::options::{Dtype, ModelOptions};
+use crate::prepare::{PixelValues, prepare_image};
 use crate::preprocess::PreprocessConfig;
 use crate::scale_cache::ScaleCache;
 use crate::score::l2_normalize;
@@ -80,13 +81,6 @@ impl ModelConfig {
             vocab_size: t.as_ref().and_then(|t| t.vocab_size).unwrap_or(49408),
         })
     }
-}
-
-/// One preprocessed image: CHW `f32` values and its height and width.
-struct Pixels {
-    data: Vec<f32>,
-    height: usize,
-    width: usize,
 }
 
 /// A CLIP model loaded from a directory in the HF / Transformers.js ONNX layout.
@@ -360,20 +354,8 @@ impl ClipModel {
         &self,
         bytes: &[u8],
         limits: &DecodeLimits,
-    ) -> std::result::Result<Pixels, ImageError> {
-        let (pixels, took) = timed(|| {
-            // The budget share is held until the resize is done.
-            let (rgb, _permit) =
-                decode_rgb_budgeted(bytes, limits, self.preprocess.min_decoded_side())?;
-            let (height, width) = self.preprocess.output_size(rgb.width(), rgb.height());
-            let mut data = Vec::with_capacity(self.preprocess.fixed_len().unwrap_or(0));
-            self.preprocess.apply(&rgb, &mut data)?;
-            Ok(Pixels {
-                data,
-                height: height as usize,
-                width: width as usize,
-            })
-        });
+    ) -> std::result::Result<PixelValues, ImageError> {
+        let (pixels, took) = timed(|| prepare_image(bytes, limits, &self.preprocess));
         Event::Decoded {
             ok: pixels.is_ok(),
             took,
@@ -453,7 +435,7 @@ impl ClipModel {
     /// of the usual (cropped) size share one run. Errors pass through in place.
     fn embed_batch(
         &self,
-        pixels: Vec<std::result::Result<Pixels, ImageError>>,
+        pixels: Vec<std::result::Result<PixelValues, ImageError>>,
     ) -> Result<Vec<std::result::Result<Embedding, ImageError>>> {
         let mut results: Vec<std::result::Result<Embedding, ImageError>> =
             Vec::with_capacity(pixels.len());

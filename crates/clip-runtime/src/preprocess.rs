@@ -205,6 +205,15 @@ impl PreprocessConfig {
         {
             return Err("`crop_size` has a zero dimension".into());
         }
+        // A zero resize target would pass every size check and then fail
+        // every image in the resize.
+        if matches!(
+            resize,
+            Some(ResizeTarget::ShortestEdge(0) | ResizeTarget::Exact { height: 0, .. })
+                | Some(ResizeTarget::Exact { width: 0, .. })
+        ) {
+            return Err("`size` has a zero dimension".into());
+        }
         Ok(Self {
             resize,
             resample,
@@ -314,17 +323,9 @@ impl PreprocessConfig {
         Ok(both.iter().flat_map(|p| p.0.map(|v| v as u8)).collect())
     }
 
-    /// Whether an image of this size can be preprocessed: the one check of
-    /// its size that both [`PreprocessConfig::apply`] and
-    /// `clip_image_error` make, so that they always agree. (Without a centre
-    /// crop, an extreme aspect ratio resizes to more pixels than a model
-    /// input can hold.)
-    pub fn check_size(&self, width: u32, height: u32) -> Result<(), ImageError> {
-        self.window(width, height).map(|_| ())
-    }
-
-    /// The resize, crop window and padding for an image of this size; see
-    /// [`PreprocessConfig::check_size`].
+    /// The resize, crop window and padding for an image of this size, or
+    /// why it cannot be preprocessed: without a centre crop, an extreme
+    /// aspect ratio resizes to more pixels than a model input can hold.
     #[allow(clippy::type_complexity)]
     fn window(
         &self,
@@ -455,6 +456,9 @@ mod tests {
             r#"{"image_std": [0, 1, 1]}"#,
             r#"{"size": {"height": 3}}"#,
             r#"{"crop_size": 0}"#,
+            r#"{"size": 0}"#,
+            r#"{"size": {"shortest_edge": 0}}"#,
+            r#"{"size": {"height": 224, "width": 0}}"#,
             "not json",
         ] {
             assert!(PreprocessConfig::from_json(bad).is_err(), "{bad}");

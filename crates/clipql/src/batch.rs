@@ -6,7 +6,7 @@
 //!
 //! ```sql
 //! SELECT path, size, modified, scores,
-//!        CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error
+//!        CASE WHEN scores IS NULL THEN coalesce(clip_image_error(image), 'no answer, …') END AS error
 //! FROM (SELECT path, size, modified, image, clip_scores(image, [prompts]) AS scores
 //!       FROM <IMAGE table>)
 //! ```
@@ -666,6 +666,13 @@ fn image_columns(schema: &Schema, requested: Option<&str>) -> Result<(String, St
     })
 }
 
+/// A row's `error` when it has no answer: why its image is unusable, from
+/// the path the model's input takes (`clip_image_error`). Should that find
+/// nothing, the row still says it has no answer, so that no NULL answer is
+/// ever without a reason (and `--resume` retries it either way).
+const REASON: &str = "coalesce(clip_image_error(image), \
+    'no answer, and no reason was found for this image (a ClipQL bug: please report it)')";
+
 /// The query for a task; for `classify`, also how to reshape its batches
 /// and which result column holds the embedding.
 fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
@@ -676,11 +683,13 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
         with_embeddings,
     } = task
     else {
-        let sql = "SELECT path, size, modified, embedding, \
-                   CASE WHEN embedding IS NULL THEN clip_image_error(image) END AS error \
+        let sql = format!(
+            "SELECT path, size, modified, embedding, \
+                   CASE WHEN embedding IS NULL THEN {REASON} END AS error \
                    FROM (SELECT path, size, modified, image, clip_image_embedding(image) AS embedding \
-                   FROM images)";
-        return Ok((sql.to_string(), None, None));
+                   FROM images)"
+        );
+        return Ok((sql, None, None));
     };
     if labels.is_empty() {
         return Err(DataFusionError::Plan(
@@ -713,7 +722,7 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
     let k = top_k.map_or_else(String::new, |k| format!(", {k}"));
     let sql = format!(
         "SELECT path, size, modified, scores, \
-         CASE WHEN scores IS NULL THEN clip_image_error(image) END AS error{embedding} \
+         CASE WHEN scores IS NULL THEN {REASON} END AS error{embedding} \
          FROM (SELECT path, size, modified, image, clip_scores(image, {list}{k}) AS scores FROM images)"
     );
     let reshaper = Reshaper {

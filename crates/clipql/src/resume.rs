@@ -307,10 +307,14 @@ fn keys(batch: &RecordBatch) -> Result<Vec<(usize, FileKey)>> {
         .collect())
 }
 
+/// Whether a row has its answer: a label (`classify`) or else an embedding
+/// (`embed`). Only such a row is done; any other is computed again, whatever
+/// its `error` says (a NULL answer without a reason is still no answer).
 fn succeeded(batch: &RecordBatch, row: usize) -> bool {
-    batch
-        .column_by_name("error")
-        .is_some_and(|e| e.is_null(row))
+    ["label", "embedding"]
+        .iter()
+        .find_map(|c| batch.column_by_name(c))
+        .is_some_and(|answer| answer.is_valid(row))
 }
 
 #[cfg(test)]
@@ -323,13 +327,25 @@ mod tests {
 
     fn batch(schema: &SchemaRef, paths: &[&str]) -> RecordBatch {
         let n = paths.len();
+        answered(schema, paths, vec![Some("cat"); n], vec![None; n])
+    }
+
+    /// Rows of `paths` with these labels and errors.
+    fn answered(
+        schema: &SchemaRef,
+        paths: &[&str],
+        labels: Vec<Option<&str>>,
+        errors: Vec<Option<&str>>,
+    ) -> RecordBatch {
+        let n = paths.len();
         RecordBatch::try_new(
             Arc::clone(schema),
             vec![
                 Arc::new(StringArray::from(paths.to_vec())),
                 Arc::new(UInt64Array::from(vec![7u64; n])),
                 Arc::new(TimestampMicrosecondArray::from(vec![1i64; n]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(StringArray::from(labels)),
+                Arc::new(StringArray::from(errors)),
             ],
         )
         .unwrap()
@@ -345,6 +361,7 @@ mod tests {
                     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                     true,
                 ),
+                Field::new("label", DataType::Utf8, true),
                 Field::new("error", DataType::Utf8, true),
             ])
             .with_metadata([(SETTINGS_KEY.to_string(), "s".to_string())].into()),
@@ -378,6 +395,28 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2, "every finished row is copied back");
         assert_eq!(journals(&target).len(), 2, "two journals, one per run");
+    }
+
+    /// Issue 26, item 1: a row is done only when it has its answer. A NULL
+    /// label without a reason (a failure no check reported) used to count
+    /// as done, and every later resume copied it instead of retrying it.
+    #[test]
+    fn only_rows_with_an_answer_are_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.parquet");
+        let schema = schema();
+        let mut killed = Journal::create(&target, &schema).unwrap();
+        let rows = answered(
+            &schema,
+            &["labelled", "silent", "failed"],
+            vec![Some("cat"), None, None],
+            vec![None, None, Some("cannot decode PNG image")],
+        );
+        killed.append(&rows).unwrap();
+        drop(killed);
+        let done = Previous::load(&target, "s").unwrap().done;
+        let paths: Vec<&str> = done.iter().map(|k| k.path.as_str()).collect();
+        assert_eq!(paths, ["labelled"]);
     }
 
     #[test]

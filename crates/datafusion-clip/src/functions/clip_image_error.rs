@@ -10,9 +10,10 @@
 //! from the other functions; this function says why, per row, without
 //! failing the query. It decodes with the same limits (`clip.max_image_pixels`,
 //! `clip.max_image_bytes`) and needs no model; where one is configured, it
-//! also applies that model's preprocessing size rule
-//! (`PreprocessConfig::check_size`, the model's own check), reading only
-//! its `preprocessor_config.json`. A NULL image is not usable
+//! also runs that model's whole preprocessing (`clip_runtime::image_error`,
+//! the path the model's own input takes: the reduced-size JPEG decode of
+//! `clip.fast_jpeg`, the size check and the resize), reading only its
+//! `preprocessor_config.json`. A NULL image is not usable
 //! either: it gives `no image: the image value is NULL`. An IMAGE table's
 //! file that could not be read (it vanished after listing, access was
 //! denied) gives that reason.
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use clip_runtime::{ImageError, PreprocessConfig, decode_rgb};
+use clip_runtime::{ImageError, PreprocessConfig, image_error};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
@@ -77,7 +78,7 @@ impl ScalarUDFImpl for ClipImageError {
         static DOC: OnceLock<Documentation> = OnceLock::new();
         Some(
             Doc {
-                description: "Why the image cannot be used (Utf8), or NULL when it can: the reason the other functions gave NULL for it. It decodes with the same `clip.max_image_*` limits, and applies the configured model's size rule when `clip.model` is set; it needs no model. A NULL image gives `no image: the image value is NULL`.",
+                description: "Why the image cannot be used (Utf8), or NULL when it can: the reason the other functions gave NULL for it. It decodes with the same `clip.max_image_*` limits, and runs the configured model's preprocessing when `clip.model` is set, the same path the model's input takes; it needs no model. A NULL image gives `no image: the image value is NULL`.",
                 syntax: "clip_image_error(image)",
                 example: "SELECT name, clip_classify(image, ['a cat', 'a dog']) AS label, clip_image_error(image) AS error FROM images;",
                 arguments: &[IMAGE_ARGUMENT],
@@ -89,9 +90,10 @@ impl ScalarUDFImpl for ClipImageError {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
         let limits = options.limits();
-        // With a model configured, its preprocessing's size rule too (read
-        // from preprocessor_config.json; no ONNX is loaded): the same check
-        // the model makes, so a NULL label always has this reason.
+        // With a model configured, its whole preprocessing too (read from
+        // preprocessor_config.json; no ONNX is loaded): the very path the
+        // model's input takes (`clip_runtime::image_error`), so a NULL
+        // answer always has this reason, whichever step refused the image.
         let preprocess = options
             .model_dir(self.name())
             .ok()
@@ -100,13 +102,7 @@ impl ScalarUDFImpl for ClipImageError {
         let reasons: StringArray = binary_rows(array.as_ref())?
             .into_iter()
             .map(|bytes| match bytes {
-                Some(b) => match decode_rgb(b, &limits) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(rgb) => preprocess
-                        .as_ref()
-                        .and_then(|p| p.check_size(rgb.width(), rgb.height()).err())
-                        .map(|e| e.to_string()),
-                },
+                Some(b) => image_error(b, &limits, preprocess.as_deref()).map(|e| e.to_string()),
                 None => Some(ImageError::Null.to_string()),
             })
             .collect();

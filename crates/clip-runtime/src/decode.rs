@@ -76,21 +76,6 @@ fn format_name(format: Option<ImageFormat>) -> String {
     )
 }
 
-/// How an image's bytes begin when its file could not be read (see
-/// [`unreadable_placeholder`]): a NUL, so no image format and no text file
-/// starts this way.
-pub const UNREADABLE_MARKER: &[u8] = b"\0CLIPQL-UNREADABLE\0";
-
-/// The bytes an IMAGE scan gives a file it could not read, for a reason no
-/// retry mends (it vanished after listing; access was denied): a short
-/// placeholder that every decode turns into [`ImageError::Unreadable`] with
-/// `reason`. Unlike a NULL, it carries the reason through every plan
-/// (filters, `CASE`, repartitions, a cluster's shuffles) to the row's
-/// `clip_image_error` and to strict mode's error.
-pub fn unreadable_placeholder(reason: &str) -> Vec<u8> {
-    [UNREADABLE_MARKER, reason.as_bytes()].concat()
-}
-
 /// Decodes an encoded image into upright 8-bit RGB, at full size.
 pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
     decode_rgb_at_least(bytes, limits, None)
@@ -118,11 +103,6 @@ pub fn decode_rgb_budgeted(
 ) -> Result<(RgbImage, DecodePermit), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
-    }
-    if let Some(reason) = bytes.strip_prefix(UNREADABLE_MARKER) {
-        return Err(ImageError::Unreadable(
-            String::from_utf8_lossy(reason).into_owned(),
-        ));
     }
     if bytes.len() as u64 > limits.max_bytes {
         return Err(ImageError::FileTooLarge {

@@ -172,14 +172,32 @@ pub enum ImageError {
     /// Inference failed for the batch this image was in.
     #[error("inference failed: {0}")]
     Inference(String),
-    /// The file could not be read for a reason no retry mends: it vanished
-    /// after it was listed, or reading it was refused (the bytes are an
-    /// [`crate::unreadable_placeholder`]).
-    #[error("{0}")]
-    Unreadable(String),
     /// The image value is NULL (a Parquet row without one, say).
     #[error("no image: the image value is NULL")]
     Null,
+}
+
+/// The most characters of a reason that is stored or printed.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// `reason` made safe to store in a row and to print on a terminal: control
+/// characters (escape sequences, newlines, NUL) written as `\u{1b}`-style
+/// escapes, and cut at [`MAX_REASON_CHARS`] characters. Decoder messages and
+/// file names come from the data, so every reason passes through this.
+pub fn printable_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
+    for (i, c) in reason.chars().enumerate() {
+        if i == MAX_REASON_CHARS {
+            out.push_str("… (cut)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl ClipError {
@@ -188,5 +206,26 @@ impl ClipError {
             context: context.into(),
             message: err.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_printable_and_bounded() {
+        assert_eq!(
+            printable_reason("evil\u{1b}[2J\nname\0.jpg"),
+            "evil\\u{1b}[2J\\u{a}name\\u{0}.jpg"
+        );
+        let long = "x".repeat(10 * MAX_REASON_CHARS);
+        let cut = printable_reason(&long);
+        assert_eq!(
+            cut.chars().count(),
+            MAX_REASON_CHARS + "… (cut)".chars().count()
+        );
+        assert!(cut.ends_with("… (cut)"));
+        assert_eq!(printable_reason("café: fine"), "café: fine");
     }
 }

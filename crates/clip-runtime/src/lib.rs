@@ -45,11 +45,8 @@ mod tower;
 pub use budget::{
     BYTES_PER_PIXEL, DEFAULT_DECODE_MEMORY, DecodePermit, decode_memory, decode_memory_in_use,
 };
-pub use decode::{
-    DecodeLimits, UNREADABLE_MARKER, decode_rgb, decode_rgb_at_least, decode_rgb_budgeted,
-    unreadable_placeholder,
-};
-pub use error::{ClipError, ImageError, Result};
+pub use decode::{DecodeLimits, decode_rgb, decode_rgb_at_least, decode_rgb_budgeted};
+pub use error::{ClipError, ImageError, MAX_REASON_CHARS, Result, printable_reason};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
     ClipModel, DEFAULT_MAX_MODELS, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes,

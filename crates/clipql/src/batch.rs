@@ -6,8 +6,9 @@
 //!
 //! ```sql
 //! SELECT path, size, modified, scores,
-//!        CASE WHEN scores IS NULL THEN coalesce(clip_image_error(image), 'no answer, …') END AS error
-//! FROM (SELECT path, size, modified, image, clip_scores(image, [prompts]) AS scores
+//!        CASE WHEN scores IS NULL
+//!             THEN coalesce(read_error, clip_image_error(image), 'no answer, …') END AS error
+//! FROM (SELECT path, size, modified, image, read_error, clip_scores(image, [prompts]) AS scores
 //!       FROM <IMAGE table>)
 //! ```
 //!
@@ -134,7 +135,8 @@ impl Summary {
             errors.value(row)
         };
         if self.fail_fast {
-            let path = array_value_to_string(batch.column(0), row)?;
+            let path =
+                clip_runtime::printable_reason(&array_value_to_string(batch.column(0), row)?);
             return Err(DataFusionError::Execution(format!(
                 "{path}: {reason}. Stopped by --on-error fail; without it, such an image gets \
                  a NULL label and its reason in `error`, and the job goes on"
@@ -543,7 +545,7 @@ async fn register_sources(
     ctx.sql(&format!(
         "CREATE VIEW images AS SELECT arrow_cast({path}, 'Utf8') AS path, \
          arrow_cast(NULL, 'UInt64') AS size, arrow_cast(NULL, 'Timestamp(µs, \"UTC\")') AS modified, \
-         {image} AS image FROM source"
+         {image} AS image, arrow_cast(NULL, 'Utf8') AS read_error FROM source"
     ))
     .await?;
     let batches = ctx
@@ -666,11 +668,12 @@ fn image_columns(schema: &Schema, requested: Option<&str>) -> Result<(String, St
     })
 }
 
-/// A row's `error` when it has no answer: why its image is unusable, from
-/// the path the model's input takes (`clip_image_error`). Should that find
+/// A row's `error` when it has no answer: why its file could not be read
+/// (the IMAGE table's `read_error`), or why its image is unusable, from the
+/// path the model's input takes (`clip_image_error`). Should that find
 /// nothing, the row still says it has no answer, so that no NULL answer is
 /// ever without a reason (and `--resume` retries it either way).
-const REASON: &str = "coalesce(clip_image_error(image), \
+const REASON: &str = "coalesce(read_error, clip_image_error(image), \
     'no answer, and no reason was found for this image (a ClipQL bug: please report it)')";
 
 /// The query for a task; for `classify`, also how to reshape its batches
@@ -686,7 +689,8 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
         let sql = format!(
             "SELECT path, size, modified, embedding, \
                    CASE WHEN embedding IS NULL THEN {REASON} END AS error \
-                   FROM (SELECT path, size, modified, image, clip_image_embedding(image) AS embedding \
+                   FROM (SELECT path, size, modified, image, read_error, \
+                   clip_image_embedding(image) AS embedding \
                    FROM images)"
         );
         return Ok((sql, None, None));
@@ -723,7 +727,8 @@ fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option<usize>)> {
     let sql = format!(
         "SELECT path, size, modified, scores, \
          CASE WHEN scores IS NULL THEN {REASON} END AS error{embedding} \
-         FROM (SELECT path, size, modified, image, clip_scores(image, {list}{k}) AS scores FROM images)"
+         FROM (SELECT path, size, modified, image, read_error, clip_scores(image, {list}{k}) AS scores \
+         FROM images)"
     );
     let reshaper = Reshaper {
         names: template

@@ -62,8 +62,8 @@ pub use options::{ClipOptions, OnError};
 pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};
 pub use table::scan::{ImageFile, ImageScanExec, MAX_BATCH_BYTES};
 pub use table::{
-    FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, ReadImages, image_schema,
-    parse_location,
+    FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, READ_ERROR_COLUMN, ReadImages,
+    image_schema, parse_location,
 };
 
 /// A `SessionConfig` with the `clip.*` options registered, for

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use clip_runtime::{ImageError, PreprocessConfig, image_error};
+use clip_runtime::{ImageError, PreprocessConfig, image_error, printable_reason};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
@@ -102,7 +102,10 @@ impl ScalarUDFImpl for ClipImageError {
         let reasons: StringArray = binary_rows(array.as_ref())?
             .into_iter()
             .map(|bytes| match bytes {
-                Some(b) => image_error(b, &limits, preprocess.as_deref()).map(|e| e.to_string()),
+                // Decoders' messages can quote the data: each reason is
+                // bounded and has no control characters.
+                Some(b) => image_error(b, &limits, preprocess.as_deref())
+                    .map(|e| printable_reason(&e.to_string())),
                 None => Some(ImageError::Null.to_string()),
             })
             .collect();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use clip_runtime::{ClipModel, Embedding};
+use clip_runtime::{ClipModel, Embedding, printable_reason};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::ColumnarValue;
@@ -57,9 +57,10 @@ pub(crate) fn usable<'a>(
             OnError::Null => Ok(None),
             OnError::Fail => {
                 let image = match images.and_then(|a| image_source(a.as_ref(), row)) {
-                    Some(url) => format!("{url} (row {row} of its batch)"),
+                    Some(url) => format!("{} (row {row} of its batch)", printable_reason(&url)),
                     None => format!("in row {row} of its batch"),
                 };
+                let e = printable_reason(&e.to_string());
                 exec_err!(
                     "{function}: the image {image} cannot be used: {e}. \
                      SET clip.on_error = 'null' to get NULL for such images instead, and \

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Columns: `path` (full URL), `name` (file name), `size` (bytes),
-//! `modified` (UTC timestamp), `image` (the file's bytes), then any declared
-//! Hive-style partition columns (`label=cat/` gives `label = 'cat'`).
+//! `modified` (UTC timestamp), `image` (the file's bytes), `read_error` (why
+//! the file could not be read, when `image` is NULL for that reason; NULL
+//! when it was read), then any declared Hive-style partition columns
+//! (`label=cat/` gives `label = 'cat'`).
 //!
 //! Only files with image extensions are listed (`jpg jpeg png webp gif bmp
 //! tif tiff`, any case); `clip.extra_extensions` or the table option
@@ -48,6 +50,10 @@ const EXTRA_EXTENSIONS_OPTION: &str = "format.extra_extensions";
 /// The column holding each file's bytes.
 const IMAGE_COLUMN: &str = "image";
 
+/// The column saying why a file's bytes could not be read (it vanished
+/// after the listing, access was denied), where `image` is then NULL.
+pub const READ_ERROR_COLUMN: &str = "read_error";
+
 /// The fixed columns, before partition columns.
 pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
     let mut fields = vec![
@@ -60,6 +66,7 @@ pub fn image_schema(partition_cols: &[String]) -> SchemaRef {
             true,
         ),
         Field::new(IMAGE_COLUMN, DataType::Binary, true),
+        Field::new(READ_ERROR_COLUMN, DataType::Utf8, true),
     ];
     fields.extend(
         partition_cols
@@ -258,7 +265,8 @@ impl TableProvider for ImageTable {
         TableType::Base
     }
 
-    /// Filters that do not read `image` are applied to the file listing,
+    /// Filters that read neither `image` nor `read_error` (which only
+    /// reading the file gives) are applied to the file listing,
     /// exactly, before any file is read. Those that are volatile or call a
     /// `clip_*` function (a model at planning time) are left to a filter node.
     fn supports_filters_pushdown(
@@ -268,7 +276,10 @@ impl TableProvider for ImageTable {
         filters
             .iter()
             .map(|f| {
-                let reads_image = f.column_refs().iter().any(|c| c.name == IMAGE_COLUMN);
+                let reads_image = f
+                    .column_refs()
+                    .iter()
+                    .any(|c| c.name == IMAGE_COLUMN || c.name == READ_ERROR_COLUMN);
                 let calls_clip = f.exists(|e| {
                     Ok(matches!(e, Expr::ScalarFunction(call) if crate::functions::is_clip_function(call.name())))
                 })?;
@@ -323,7 +334,7 @@ impl TableProviderFactory for ImageTableFactory {
     ) -> Result<Arc<dyn TableProvider>> {
         if !cmd.schema.fields().is_empty() {
             return plan_err!(
-                "IMAGE tables have fixed columns (path, name, size, modified, image); \
+                "IMAGE tables have fixed columns (path, name, size, modified, image, read_error); \
                  remove the column list from CREATE EXTERNAL TABLE {}",
                 cmd.name
             );

@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
-use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, resources_err};
 
@@ -53,13 +53,20 @@ struct Registered {
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 
-/// The `image` column for one batch: `images[i]` read from `urls[i]`.
+/// The `image` column for one batch: `images[i]` read from `urls[i]`, or
+/// NULL where it could not be read.
 ///
 /// A batch of one non-empty image uses its bytes as they are (a file alone
 /// in its batch is typically a large one); others are copied into one
 /// buffer. Fails, rather than overflowing a `Binary` column's 32-bit
 /// offsets, when the batch's images total 2 GiB or more.
-pub(crate) fn image_column(urls: Vec<String>, images: Vec<bytes::Bytes>) -> Result<ArrayRef> {
+pub(crate) fn image_column(
+    urls: Vec<String>,
+    images: Vec<Option<bytes::Bytes>>,
+) -> Result<ArrayRef> {
+    let nulls: NullBuffer = images.iter().map(Option::is_some).collect();
+    let nulls = (nulls.null_count() > 0).then_some(nulls);
+    let images: Vec<bytes::Bytes> = images.into_iter().map(Option::unwrap_or_default).collect();
     let total: usize = images.iter().map(bytes::Bytes::len).sum();
     if i32::try_from(total).is_err() {
         return resources_err!(
@@ -96,7 +103,7 @@ pub(crate) fn image_column(urls: Vec<String>, images: Vec<bytes::Bytes>) -> Resu
     drop(registry);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     Ok(std::sync::Arc::new(BinaryArray::try_new(
-        offsets, values, None,
+        offsets, values, nulls,
     )?))
 }
 
@@ -163,7 +170,9 @@ mod tests {
     use datafusion::arrow::compute::{cast, filter};
 
     fn column(names: &[&str], images: &[&[u8]]) -> ArrayRef {
-        let images = images.iter().map(|i| bytes::Bytes::copy_from_slice(i));
+        let images = images
+            .iter()
+            .map(|i| Some(bytes::Bytes::copy_from_slice(i)));
         image_column(
             names.iter().map(|n| n.to_string()).collect(),
             images.collect(),
@@ -186,6 +195,25 @@ mod tests {
         assert_eq!(image_source(&large, 1).as_deref(), Some("c"));
     }
 
+    /// Issue 26, item 2: a file that could not be read is NULL, not made-up
+    /// bytes, and the other rows keep their files.
+    #[test]
+    fn unread_files_are_null() {
+        let images = image_column(
+            vec!["a".into(), "gone".into(), "c".into()],
+            vec![
+                Some(bytes::Bytes::from_static(b"aa")),
+                None,
+                Some(bytes::Bytes::from_static(b"c")),
+            ],
+        )
+        .unwrap();
+        let binary = images.as_binary::<i32>();
+        assert!(binary.is_valid(0) && binary.is_null(1) && binary.is_valid(2));
+        assert_eq!(binary.value(2), b"c");
+        assert_eq!(image_source(&images, 2).as_deref(), Some("c"));
+    }
+
     #[test]
     fn copies_and_ambiguous_slices_name_nothing() {
         let images = column(&["a", "b", "c"], &[b"x", b"", b""]);
@@ -206,9 +234,12 @@ mod tests {
     fn a_batch_over_two_gib_fails_with_what_to_lower() {
         // Zeroed pages are mapped on first touch: the check reads only lengths.
         let gib = bytes::Bytes::from(vec![0u8; 1 << 30]);
-        let err = image_column(vec!["a".into(), "b".into()], vec![gib.clone(), gib])
-            .unwrap_err()
-            .to_string();
+        let err = image_column(
+            vec!["a".into(), "b".into()],
+            vec![Some(gib.clone()), Some(gib)],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("2147483648 bytes"), "{err}");
         assert!(
             err.contains("lower clip.batch_size, or clip.max_image_bytes"),

@@ -33,7 +33,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, DataFusionError, Result, internal_err};
+use datafusion::common::{DFSchema, DataFusionError, Result, exec_err, internal_err};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -60,6 +60,9 @@ pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 const SIZE: usize = 2;
 /// Index of the `image` column in the table schema.
 const IMAGE: usize = 4;
+/// Index of the `read_error` column in the table schema: the last of the
+/// two columns that only reading the files gives.
+const READ_ERROR: usize = 5;
 
 /// The listing's extra columns, after the table's columns less `image`:
 /// the object store URL and the location within it.
@@ -96,14 +99,14 @@ impl ImageFile {
     }
 }
 
-/// The listing's schema for a table schema: every column but `image`, then
-/// the store and location.
+/// The listing's schema for a table schema: every column but `image` and
+/// `read_error`, then the store and location.
 fn listing_schema(table_schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = table_schema
         .fields()
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != IMAGE)
+        .filter(|(i, _)| !(IMAGE..=READ_ERROR).contains(i))
         .map(|(_, f)| f.as_ref().clone())
         .collect();
     fields.push(Field::new(STORE_COLUMN, DataType::Utf8, false));
@@ -408,7 +411,10 @@ async fn read_batch(
 ) -> Result<RecordBatch> {
     let n = listing.num_columns();
     let urls = listing.column(0).as_string::<i32>().clone();
-    let images: Option<ArrayRef> = if projection.contains(&IMAGE) {
+    let reads = projection.iter().any(|i| (IMAGE..=READ_ERROR).contains(i));
+    let contents: Option<(ArrayRef, ArrayRef)> = if reads {
+        let strict = ClipOptions::from_config(context.session_config().options()).on_error
+            == crate::OnError::Fail;
         let sizes = listing.column(SIZE).as_primitive::<UInt64Type>();
         let stores = listing.column(n - 2).as_string::<i32>();
         let locations = listing.column(n - 1).as_string::<i32>();
@@ -425,32 +431,39 @@ async fn read_batch(
                 let location = object_store::path::Path::parse(&location)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 match read_capped(store.as_ref(), &location, size, read_cap).await {
-                    Ok(bytes) => Ok(bytes),
+                    Ok(bytes) => Ok(Ok(bytes)),
                     Err(e) => match lasting_object_error(&e) {
+                        Some(reason) if strict => exec_err!(
+                            "{}: {reason}. SET clip.on_error = 'null' to get a NULL image \
+                             for such files instead, and the reason in read_error",
+                            clip_runtime::printable_reason(&url)
+                        ),
                         // This row only: the query goes on.
-                        Some(reason) => Ok(bytes::Bytes::from(
-                            clip_runtime::unreadable_placeholder(reason),
-                        )),
+                        Some(reason) => Ok(Err(reason)),
                         None => Err(DataFusionError::from(e).context(format!("reading {url}"))),
                     },
                 }
             }
         });
-        let bytes = futures::future::try_join_all(reads).await?;
+        let read = futures::future::try_join_all(reads).await?;
+        let reasons: StringArray = read.iter().map(|r| r.as_ref().err().copied()).collect();
         let urls = urls.iter().map(|u| u.unwrap_or_default().to_string());
-        Some(image_column(urls.collect(), bytes)?)
+        let images = image_column(urls.collect(), read.into_iter().map(Result::ok).collect())?;
+        Some((images, Arc::new(reasons)))
     } else {
         None
     };
     let columns = projection
         .iter()
-        .map(|&i| match i {
-            IMAGE => images
-                .clone()
-                .ok_or_else(|| DataFusionError::Internal("image column not read".into())),
-            // The listing has every column but `image`, in table order.
-            i if i < IMAGE => Ok(Arc::clone(listing.column(i))),
-            i => Ok(Arc::clone(listing.column(i - 1))),
+        .map(|&i| match (i, &contents) {
+            (IMAGE, Some((images, _))) => Ok(Arc::clone(images)),
+            (READ_ERROR, Some((_, reasons))) => Ok(Arc::clone(reasons)),
+            (IMAGE | READ_ERROR, None) => {
+                Err(DataFusionError::Internal("file contents not read".into()))
+            }
+            // The listing has every other column, in table order.
+            (i, _) if i < IMAGE => Ok(Arc::clone(listing.column(i))),
+            (i, _) => Ok(Arc::clone(listing.column(i - 2))),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
@@ -568,7 +581,7 @@ mod tests {
     async fn every_file_once_in_batches_of_batch_rows() {
         let files: Vec<_> = (0..10).map(file).collect();
         let schema = crate::image_schema(&["label".to_string()]);
-        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 5]), 3, 2, u64::MAX).unwrap();
+        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 6]), 3, 2, u64::MAX).unwrap();
         assert_eq!(scan.file_count(), 10);
         let ctx = Arc::new(TaskContext::default());
         let mut names = Vec::new();
@@ -635,7 +648,8 @@ mod tests {
         ))
         .await
         .unwrap();
-        let query = "SELECT name, length(encode(image, 'hex')) / 2 AS bytes, clip_image_error(image) AS error, \
+        let query = "SELECT name, length(encode(image, 'hex')) / 2 AS bytes, read_error, \
+                     clip_image_error(image) AS error, \
                      clip_image_embedding(image) IS NULL AS no_embedding FROM t ORDER BY name";
         // The listing is taken when the plan is made.
         let plan = ctx
@@ -661,18 +675,19 @@ mod tests {
                 .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>().join("|"))
                 .unwrap()
         };
-        assert_eq!(row("a.jpg"), "|a.jpg|35042||false|", "{text}");
-        let placeholder = clip_runtime::unreadable_placeholder(VANISHED).len();
+        assert_eq!(row("a.jpg"), "|a.jpg|35042|||false|", "{text}");
+        // Issue 26, item 2: an unread file's image is NULL (never made-up
+        // bytes), and `read_error` says why.
         for name in ["b.jpg", "c.jpg"] {
             assert_eq!(
                 row(name),
-                format!("|{name}|{placeholder}|{VANISHED}|true|"),
+                format!("|{name}||{VANISHED}|no image: the image value is NULL|true|"),
                 "{text}"
             );
         }
         assert_eq!(
             row("d.jpg"),
-            "|d.jpg|40001|image file is over the 40000-byte limit (clip.max_image_bytes)|true|",
+            "|d.jpg|40001||image file is over the 40000-byte limit (clip.max_image_bytes)|true|",
             "{text}"
         );
 

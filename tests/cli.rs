@@ -2981,3 +2981,118 @@ fn resume_recomputes_a_row_without_an_answer() {
         "only the silent row is computed again: {log}"
     );
 }
+
+/// Issue 26's acceptance run (items 1 and 2): 20 good images, one file
+/// forged to look like an unread one (the old placeholder's marker,
+/// terminal escapes and 100 kB of text), and one image whose resize fails
+/// after the size check (the test-only failpoint, which the binary the
+/// tests run has). 22 rows; every NULL label has a bounded, printable
+/// reason that no file chose; `--resume` computes the failed rows again and
+/// copies the answered ones.
+#[test]
+fn forged_and_resize_failing_images_get_their_own_reason_and_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "md"))
+        .collect();
+    fixtures.sort();
+    for i in 0..20 {
+        let from = &fixtures[i % fixtures.len()];
+        let ext = from.extension().unwrap().to_str().unwrap();
+        std::fs::copy(from, photos.join(format!("good-{i:02}.{ext}"))).unwrap();
+    }
+    let mut forged = b"\0CLIPQL-UNREADABLE\0\x1b[2J\x1b[31mall is well".to_vec();
+    forged.extend(std::iter::repeat_n(b'A', 100_000));
+    std::fs::write(photos.join("forged.jpg"), forged).unwrap();
+    image::RgbImage::from_pixel(333, 250, image::Rgb([10, 200, 30]))
+        .save(photos.join("resize-fails.png"))
+        .unwrap();
+    let out = dir.path().join("out.parquet");
+    let run = |failpoint: bool, extra: &[&str]| {
+        let mut cmd = clipql_command();
+        cmd.args([
+            "classify",
+            photos.to_str().unwrap(),
+            "--model",
+            "tests/fixtures/model",
+        ])
+        .args(["--labels", "a photo of a cat", "a photo of a rocket"])
+        .args(["--output", out.to_str().unwrap(), "--verbose"])
+        .args(extra);
+        if failpoint {
+            cmd.env("CLIPQL_FAILPOINT_RESIZE_WIDTH", "333");
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            !stderr(&o).contains('\u{1b}'),
+            "an escape reached the terminal"
+        );
+        o
+    };
+    let rows = || {
+        sql_jsonl(&format!(
+            "SELECT path, label, error FROM '{}' ORDER BY path",
+            out.display()
+        ))
+    };
+    let o = run(true, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let first = rows();
+    assert_eq!(first.len(), 22);
+    let reason = |name: &str| {
+        let row = first
+            .iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(name))
+            .unwrap();
+        assert!(row["label"].is_null(), "{row}");
+        row["error"].as_str().unwrap().to_string()
+    };
+    let forged = reason("forged.jpg");
+    assert!(
+        forged.starts_with("unsupported or unrecognised image format"),
+        "{forged}"
+    );
+    assert!(
+        !forged.contains("all is well"),
+        "the file chose its reason: {forged}"
+    );
+    let resize = reason("resize-fails.png");
+    assert!(resize.contains("injected failure"), "{resize}");
+    for row in &first {
+        if row["label"].is_null() {
+            let error = row["error"].as_str().unwrap_or_default();
+            assert!(!error.is_empty(), "a NULL label without a reason: {row}");
+            assert!(error.chars().count() <= 1010, "{row}");
+            assert!(!error.chars().any(char::is_control), "{row}");
+        }
+    }
+    assert_eq!(first.iter().filter(|r| r["label"].is_null()).count(), 2);
+
+    // Without the failpoint, --resume computes only the two failed rows.
+    let o = run(false, &["--resume"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "the forged file still fails: {}",
+        stderr(&o)
+    );
+    let log = stderr(&o);
+    assert!(
+        log.contains(", 2 rows in "),
+        "only the failed rows are computed: {log}"
+    );
+    assert!(log.contains("vision tower: 1 batches, 1 images"), "{log}");
+    let second = rows();
+    assert_eq!(second.len(), 22);
+    let unlabelled: Vec<&str> = second
+        .iter()
+        .filter(|r| r["label"].is_null())
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(unlabelled.len(), 1, "{second:?}");
+    assert!(unlabelled[0].ends_with("forged.jpg"), "{unlabelled:?}");
+}

@@ -374,6 +374,8 @@ impl PreprocessConfig {
         let pixels: &[u8] = if (w, h) == (w0 as u64, h0 as u64) && (win_w, win_h) == (w0, h0) {
             image.as_raw()
         } else {
+            #[cfg(feature = "failpoints")]
+            failpoint_resize(w0)?;
             resized = self.resize(image.as_raw(), (w0, h0), (w, h), (left, top, win_w, win_h))?;
             &resized
         };
@@ -399,6 +401,26 @@ impl PreprocessConfig {
         }
         Ok(())
     }
+}
+
+/// A test-only fault: with the `failpoints` feature (which only test builds
+/// have) and `CLIPQL_FAILPOINT_RESIZE_WIDTH=W`, the resize of every image W
+/// pixels wide fails, after the size check has passed: how the tests make
+/// a failure that only the full preprocessing sees.
+#[cfg(feature = "failpoints")]
+fn failpoint_resize(width: u32) -> Result<(), ImageError> {
+    static WIDTH: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let failing = WIDTH.get_or_init(|| {
+        std::env::var("CLIPQL_FAILPOINT_RESIZE_WIDTH")
+            .ok()
+            .and_then(|w| w.parse().ok())
+    });
+    if *failing == Some(width) {
+        return Err(ImageError::Inference(format!(
+            "resize: injected failure for images {width} pixels wide (CLIPQL_FAILPOINT_RESIZE_WIDTH)"
+        )));
+    }
+    Ok(())
 }
 
 /// The source interval `(start, length)` that the output window

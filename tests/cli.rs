@@ -28,12 +28,16 @@ fn s3_server() -> S3Server {
 /// environment and working folder: for a wrapper that sets up the process
 /// (a PID namespace, a umask) and then executes `clipql`.
 fn clipql_wrapped_in(program: &str, pre_args: &[&str]) -> Command {
-    let plain = clipql_command();
     let mut cmd = Command::new(program);
     cmd.args(pre_args)
-        .arg(plain.get_program())
+        .arg(env!("CARGO_BIN_EXE_clipql"))
         .current_dir(root());
-    for (k, v) in plain.get_envs() {
+    with_clipql_env(cmd)
+}
+
+/// `cmd` with the environment [`clipql_command`] gives `clipql`.
+fn with_clipql_env(mut cmd: Command) -> Command {
+    for (k, v) in clipql_command().get_envs() {
         match v {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
@@ -354,6 +358,55 @@ fn an_incompatible_onnx_runtime_names_both_versions_and_the_fix() {
     }
 }
 
+/// Issue 26, item 5: the real library, planted in a folder anyone can
+/// write, is refused, by `ORT_DYLIB_PATH` and beside the executable alike;
+/// the error says why and what to do.
+#[test]
+fn a_library_in_a_world_writable_folder_is_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let real = root().join(".clipql/onnxruntime/libonnxruntime.so.1.32.0");
+    let planted = open.join("libonnxruntime.so.1.32.0");
+    std::fs::copy(&real, &planted).unwrap();
+    let o = embed_text_with_onnxruntime_at(&planted);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("refusing to load ONNX Runtime from"), "{err}");
+    assert!(
+        err.contains("is writable by group or others (mode 777)"),
+        "{err}"
+    );
+    assert!(err.contains("chmod go-w"), "{err}");
+
+    // Beside an executable whose folder anyone can write.
+    let bin = open.join("bin");
+    std::fs::create_dir_all(bin.join(".clipql/onnxruntime")).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(
+        &real,
+        bin.join(".clipql/onnxruntime/libonnxruntime.so.1.32.0"),
+    )
+    .unwrap();
+    let exe = bin.join("clipql");
+    std::fs::copy(env!("CARGO_BIN_EXE_clipql"), &exe).unwrap();
+    let o = with_clipql_env(Command::new(&exe))
+        .args(["sql", "--model"])
+        .arg(root().join("tests/fixtures/model"))
+        .args(["-c", "SELECT clip_text_embedding('a cat')"])
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is writable by group or others (mode 777)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Issue 14, item 13: a library planted in `.clipql/onnxruntime/` above the
 /// current directory (or above the executable) is never loaded; one beside
 /// the executable is.
@@ -376,16 +429,7 @@ fn a_library_planted_above_the_working_directory_is_not_loaded() {
         fake_onnxruntime(&dir, Some("1.10.0"));
     }
     let version = |exe: &Path| {
-        let mut cmd = clipql_command();
-        let mut run = Command::new(exe);
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => run.env(k, v),
-                None => run.env_remove(k),
-            };
-        }
-        cmd = run;
-        let o = cmd
+        let o = with_clipql_env(Command::new(exe))
             .arg("--version")
             .env_remove("ORT_DYLIB_PATH")
             .current_dir(&work)

@@ -7,11 +7,20 @@
 //! 2. the folder that `cargo xtask setup` fills from the pinned `onnxruntime`
 //!    wheel on PyPI, `.clipql/onnxruntime/`, in exactly two places: the
 //!    folder the running executable is in (an installed `clipql` with its
-//!    library beside it), and the source checkout this crate was built from
-//!    (`target/*/clipql` in a checkout). Never the current directory or any
-//!    other ancestor: a library planted in `/tmp/.clipql/onnxruntime/` would
+//!    library beside it), and, in debug builds only, the source checkout
+//!    this crate was built from (`target/debug/clipql` in a checkout; a
+//!    release binary may be copied anywhere, so it keeps no path of the
+//!    machine that built it). Never the current directory or any other
+//!    ancestor: a library planted in `/tmp/.clipql/onnxruntime/` would
 //!    otherwise run as the user of every `clipql` started below `/tmp`;
 //! 3. otherwise a [`ClipError::RuntimeMissing`] naming the set-up command.
+//!
+//! Whichever way it is found, a library is loaded only if nobody but root
+//! and this user can change it ([`check_trusted`]): the file and every
+//! folder above it are owned by root or this user and are not writable by
+//! group or others (a folder above the library's own may be world-writable
+//! with the sticky bit, as `/tmp` is, since nobody can then rename or
+//! replace what another user put in it).
 //!
 //! `ort` would panic on a failed `dlopen`, so the path is resolved and checked
 //! here first.
@@ -52,7 +61,7 @@ pub fn locate_library() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(DYLIB_ENV) {
         let path = PathBuf::from(path);
         if path.is_file() {
-            return Ok(path);
+            return check_trusted(&path).map(|()| path).map_err(missing);
         }
         return Err(missing(format!(
             "{DYLIB_ENV} is set to {}, which is not a file",
@@ -61,7 +70,7 @@ pub fn locate_library() -> Result<PathBuf> {
     }
     for dir in provisioned_dirs() {
         if let Some(lib) = library_in(&dir) {
-            return Ok(lib);
+            return check_trusted(&lib).map(|()| lib).map_err(missing);
         }
     }
     Err(missing(format!(
@@ -85,14 +94,64 @@ fn provisioned_dirs() -> Vec<PathBuf> {
     {
         dirs.push(exe_dir.join(PROVISIONED_DIR));
     }
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    dirs.push(
-        checkout
-            .canonicalize()
-            .unwrap_or(checkout)
-            .join(PROVISIONED_DIR),
-    );
+    #[cfg(debug_assertions)]
+    {
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        dirs.push(
+            checkout
+                .canonicalize()
+                .unwrap_or(checkout)
+                .join(PROVISIONED_DIR),
+        );
+    }
     dirs
+}
+
+/// The user this process runs as: the owner of `/proc/self`. `None` where
+/// there is no `/proc`; then only root's files are trusted.
+fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Whether `lib` may be loaded: nobody but root and this user can change
+/// the file, its folder or any folder above (see the module docs). The
+/// error says what is wrong and how to mend it.
+pub fn check_trusted(lib: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = lib
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", lib.display()))?;
+    let me = current_uid();
+    let mut place = Some(real.as_path());
+    let mut depth = 0;
+    while let Some(path) = place {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mode = meta.mode();
+        let owner_ok = meta.uid() == 0 || Some(meta.uid()) == me;
+        // The file and its own folder: nobody else may write at all.
+        // Folders above: a sticky world-writable one (/tmp) cannot be used
+        // to rename or replace another user's folder.
+        let sticky = mode & 0o1000 != 0 && depth >= 2;
+        let writable_by_others = mode & 0o022 != 0 && !sticky;
+        if !owner_ok || writable_by_others {
+            let why = if owner_ok {
+                format!("is writable by group or others (mode {:o})", mode & 0o7777)
+            } else {
+                format!("is owned by another user (uid {})", meta.uid())
+            };
+            return Err(format!(
+                "refusing to load ONNX Runtime from {}: {} {why}, so someone else could \
+                 replace the code it runs. Keep the library in a folder only you (or root) \
+                 can write (chmod go-w), or run `cargo xtask setup` and use its copy",
+                lib.display(),
+                path.display()
+            ));
+        }
+        place = path.parent();
+        depth += 1;
+    }
+    Ok(())
 }
 
 /// The library file in a provisioned folder, if there is one.
@@ -206,6 +265,44 @@ mod tests {
             version_from_file_name(Path::new("/x/libonnxruntime.so")),
             None
         );
+    }
+
+    /// Issue 26, item 5: a library in a folder others can write is refused,
+    /// wherever it is found; one in a private folder is accepted.
+    #[test]
+    fn a_library_others_can_replace_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        // A library of `file_mode` in a new folder of `dir_mode`.
+        let tmp = tempfile::tempdir().unwrap();
+        let library = |name: &str, dir_mode: u32, file_mode: u32| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            chmod(&dir, dir_mode);
+            let lib = dir.join("libonnxruntime.so.1.32.0");
+            std::fs::write(&lib, b"").unwrap();
+            chmod(&lib, file_mode);
+            lib
+        };
+        let planted = library("open", 0o777, 0o644);
+        let err = check_trusted(&planted).unwrap_err();
+        assert!(
+            err.contains("is writable by group or others (mode 777)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&tmp.path().join("open").display().to_string()),
+            "{err}"
+        );
+        check_trusted(&library("private", 0o755, 0o644)).unwrap();
+        // The file itself writable by others.
+        let err = check_trusted(&library("file", 0o755, 0o666)).unwrap_err();
+        assert!(err.contains("(mode 666)"), "{err}");
+        // A sticky world-writable folder directly holding the library is
+        // refused too: anyone may add a file there.
+        assert!(check_trusted(&library("sticky", 0o1777, 0o644)).is_err());
     }
 
     #[test]

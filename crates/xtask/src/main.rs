@@ -262,6 +262,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     run(Command::new(&python)
         .current_dir(root())
+        // A release binary does not look in the checkout for its library.
+        .env("ORT_DYLIB_PATH", library_path())
         .arg(root().join("bench/compare.py"))
         .arg("bench")
         .arg("--clipql")

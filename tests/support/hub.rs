@@ -35,6 +35,9 @@ pub enum Fault {
     Etag(&'static str),
     /// A hostile hub: this `X-Repo-Commit` on every request for the file.
     Commit(&'static str),
+    /// A transfer cut off: every body request sends the full length in its
+    /// headers but only this many bytes, then closes the connection.
+    CutAfter(usize),
 }
 
 /// One request the hub saw.
@@ -57,8 +60,10 @@ impl Request {
 
 #[derive(Default)]
 struct State {
-    repos: HashMap<String, PathBuf>,
-    faults: HashMap<String, Fault>,
+    /// Repo id → its folder and the commit `main` is at.
+    repos: HashMap<String, (PathBuf, String)>,
+    /// File → its faults, applied together (an ETag and a cut, say).
+    faults: HashMap<String, Vec<Fault>>,
     log: Vec<Request>,
 }
 
@@ -75,7 +80,7 @@ impl StandInHub {
         let state = Arc::new(Mutex::new(State {
             repos: repos
                 .iter()
-                .map(|(id, dir)| (id.to_string(), dir.to_path_buf()))
+                .map(|(id, dir)| (id.to_string(), (dir.to_path_buf(), COMMIT.to_string())))
                 .collect(),
             ..State::default()
         }));
@@ -93,13 +98,25 @@ impl StandInHub {
         Self { url, state }
     }
 
-    /// Injects a fault for `file` (a path within any repo).
+    /// Injects a fault for `file` (a path within any repo), beside any it
+    /// already has.
     pub fn fault(&self, file: &str, fault: Fault) {
         self.state
             .lock()
             .unwrap()
             .faults
-            .insert(file.to_string(), fault);
+            .entry(file.to_string())
+            .or_default()
+            .push(fault);
+    }
+
+    /// Moves `repo`'s `main` to `commit`, serving `dir` from now on.
+    pub fn publish(&self, repo: &str, dir: &Path, commit: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .repos
+            .insert(repo.to_string(), (dir.to_path_buf(), commit.to_string()));
     }
 
     /// Removes every fault.
@@ -156,21 +173,21 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         range: headers.get("range").cloned(),
         authorization: headers.get("authorization").cloned(),
     };
-    let (dir, fault) = {
+    let (repo, faults) = {
         let mut state = state.lock().unwrap();
         state.log.push(request.clone());
-        let fault = match state.faults.get(&file).copied() {
-            Some(header @ (Fault::Etag(_) | Fault::Commit(_))) => Some(header),
-            _ if !request.is_body() => None,
-            Some(Fault::StatusOnce(s)) => {
-                state.faults.remove(&file);
-                Some(Fault::StatusOnce(s))
+        let faults = state.faults.get(&file).cloned().unwrap_or_default();
+        if request.is_body()
+            && let Some(list) = state.faults.get_mut(&file)
+        {
+            // A status is injected once.
+            if let Some(at) = list.iter().position(|f| matches!(f, Fault::StatusOnce(_))) {
+                list.remove(at);
             }
-            other => other,
-        };
-        (state.repos.get(&repo).cloned(), fault)
+        }
+        (state.repos.get(&repo).cloned(), faults)
     };
-    let Some(dir) = dir else {
+    let Some((dir, mut commit)) = repo else {
         return respond(
             &mut out,
             401,
@@ -184,19 +201,22 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             404,
             &[
                 ("X-Error-Code", "EntryNotFound".into()),
-                ("X-Repo-Commit", COMMIT.into()),
+                ("X-Repo-Commit", commit),
             ],
             b"Entry not found",
         );
     };
     let (mut tag, lfs) = etag(&file, &content);
-    let mut commit = COMMIT.to_string();
-    match fault {
-        Some(Fault::StatusOnce(status)) => return respond(&mut out, status, &[], b"injected"),
-        Some(Fault::Corrupt) => content.iter_mut().for_each(|b| *b ^= 0x5a),
-        Some(Fault::Etag(e)) => tag = e.to_string(),
-        Some(Fault::Commit(c)) => commit = c.to_string(),
-        None => {}
+    let mut cut = None;
+    for fault in faults {
+        match fault {
+            Fault::Etag(e) => tag = e.to_string(),
+            Fault::Commit(c) => commit = c.to_string(),
+            _ if !request.is_body() => {}
+            Fault::StatusOnce(status) => return respond(&mut out, status, &[], b"injected"),
+            Fault::Corrupt => content.iter_mut().for_each(|b| *b ^= 0x5a),
+            Fault::CutAfter(n) => cut = Some(n),
+        }
     }
     let mut extra = vec![
         ("X-Repo-Commit", commit),
@@ -208,16 +228,35 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         extra.push(("X-Linked-Size", content.len().to_string()));
     }
     let total = content.len();
-    match request.range.as_deref().and_then(parse_range) {
+    let (status, body): (u16, &[u8]) = match request.range.as_deref().and_then(parse_range) {
         Some((start, stop)) if start < total => {
             // Clients may ask past the end (hf-hub's last chunk does).
             let stop = stop.min(total - 1);
             extra.push(("Content-Range", format!("bytes {start}-{stop}/{total}")));
-            respond(&mut out, 206, &extra, &content[start..=stop])
+            (206, &content[start..=stop])
         }
-        Some(_) => respond(&mut out, 416, &extra, b""),
-        None => respond(&mut out, 200, &extra, &content),
+        Some(_) => (416, b""),
+        None => (200, &content),
+    };
+    match cut {
+        Some(n) if n < body.len() => respond_cut(&mut out, status, &extra, body, n),
+        _ => respond(&mut out, status, &extra, body),
     }
+}
+
+/// [`respond`] announcing all of `body` but sending only its first `n`
+/// bytes before closing: a transfer cut off.
+fn respond_cut(
+    out: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+    n: usize,
+) -> std::io::Result<()> {
+    write_head(out, status, headers, body.len())?;
+    out.write_all(&body[..n])?;
+    out.flush()?;
+    out.shutdown(std::net::Shutdown::Both)
 }
 
 fn parse_range(range: &str) -> Option<(usize, usize)> {
@@ -231,15 +270,22 @@ fn respond(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    write_head(out, status, headers, body.len())?;
+    out.write_all(body)?;
+    out.flush()
+}
+
+fn write_head(
+    out: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    length: usize,
+) -> std::io::Result<()> {
+    let mut head =
+        format!("HTTP/1.1 {status} X\r\nContent-Length: {length}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    out.write_all(head.as_bytes())?;
-    out.write_all(body)?;
-    out.flush()
+    out.write_all(head.as_bytes())
 }

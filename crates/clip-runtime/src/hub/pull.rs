@@ -20,8 +20,16 @@
 //!   snapshot: a snapshot entry exists only for a verified file, so a run
 //!   killed mid-download or mid-hash leaves a `.part`, never a trusted file.
 //!   A mismatch deletes the `.part`.
+//! - **Every file, every time.** A file already in the snapshot is hashed
+//!   again by each pull, against the hub's hash or the SHA-256 its blob is
+//!   named by.
+//! - **One commit.** Files are fetched at the commit `main` named, and a
+//!   `.part` is keyed by its content hash or else by commit and file.
 //! - **Resuming**: a later pull continues a `.part` with a `Range` request,
 //!   and files already in the snapshot are not fetched again.
+//! - **Complete or not at all.** `.clipql-pull-<dtype>.json` in the snapshot
+//!   says a pull is under way, then lists every file it took;
+//!   [`ensure_model`] pulls again where it says a pull did not finish.
 //! - **`HF_HUB_OFFLINE`**, `HF_HUB_CACHE` and `HF_TOKEN`, as `huggingface_hub`
 //!   reads them.
 
@@ -30,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hf_hub::api::tokio::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo};
+use hf_hub::{Cache, Repo, RepoType};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -237,35 +245,62 @@ pub async fn pull(repo_id: &str, dtype: Dtype, progress: bool) -> Result<PullRep
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        // A file already in the snapshot is hashed again: a size is no proof,
-        // and the entry may come from a pull that never verified it (an older
-        // clipql, another tool, a later change on disk).
+        // A file already in the snapshot is hashed again, every pull: a size
+        // is no proof, and the entry may come from a pull that never verified
+        // it (an older clipql, another tool, a later change on disk). Its
+        // blob is named by its content hash: the hub's, or (for an ETag that
+        // is not one) the SHA-256 this pull computed when it stored it.
         let cached = pointed_blob(&pointer, &blobs).filter(|b| {
             std::fs::metadata(b).is_ok_and(|m| m.len() == size)
                 && content_etag(meta.etag())
                     .is_none_or(|_| b.file_name() == Some(meta.etag().as_ref()))
         });
         let present = match cached {
-            Some(blob) if content_etag(meta.etag()).is_some() => {
-                let (path, etag) = (blob.clone(), meta.etag().to_string());
-                let verified = tokio::task::spawn_blocking(move || {
-                    verify_part(&path, content_etag(&etag), &etag, size)
-                })
-                .await
-                .is_ok_and(|r| r.is_ok());
+            Some(blob) => {
+                // What its bytes must hash to.
+                let named = blob
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let check = match content_etag(meta.etag()) {
+                    Some(hash) => Some((hash, meta.etag().to_string())),
+                    None => is_hex(&named, 64).then_some((ContentHash::Sha256, named)),
+                };
+                let path = blob.clone();
+                let verified = match check {
+                    Some((hash, expected)) => tokio::task::spawn_blocking(move || {
+                        verify_part(&path, Some(hash), &expected, size)
+                    })
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                    None => false,
+                };
                 if !verified {
                     let _ = std::fs::remove_file(&pointer);
                     let _ = std::fs::remove_file(&blob);
                 }
                 verified
             }
-            Some(_) => true,
             None => false,
         };
+        if files.is_empty() {
+            // From the first file on, the snapshot says a pull of this dtype
+            // is under way, until the pull has every file it wants.
+            mark_pull(&local.pointer_path(meta.commit_hash()), dtype, None)
+                .map_err(|e| hub_error(repo_id, &format!("writing the pull's record: {e}")))?;
+        }
         if !present {
+            // The file at this very commit (not `main`, which may move), and
+            // a partial download kept under the commit and file it is of.
+            let at_commit = api.repo(Repo::with_revision(
+                repo_id.to_string(),
+                RepoType::Model,
+                meta.commit_hash().to_string(),
+            ));
             let verified = fetch_verified(
                 &api,
-                &remote.url(&name),
+                &at_commit.url(&name),
+                meta.commit_hash(),
                 repo_id,
                 &name,
                 &blobs,
@@ -303,6 +338,9 @@ pub async fn pull(repo_id: &str, dtype: Dtype, progress: bool) -> Result<PullRep
     local
         .create_ref(&commit)
         .map_err(|e| hub_error(repo_id, &format!("writing refs/main: {e}")))?;
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    mark_pull(&local.pointer_path(&commit), dtype, Some(&names))
+        .map_err(|e| hub_error(repo_id, &format!("writing the pull's record: {e}")))?;
     Ok(PullReport {
         dir: local.pointer_path(&commit),
         commit,
@@ -320,6 +358,7 @@ pub async fn ensure_model(name: &str, dtype: Dtype, progress: bool) -> Result<Pa
     }
     if let Ok(dir) = &cached
         && available_dtypes(dir).contains(&dtype)
+        && pull_finished(dir, dtype)
     {
         return Ok(dir.clone());
     }
@@ -333,6 +372,46 @@ pub async fn ensure_model(name: &str, dtype: Dtype, progress: bool) -> Result<Pa
         };
     }
     pull(name, dtype, progress).await.map(|r| r.dir)
+}
+
+/// The record a pull keeps in the snapshot folder for `dtype`: the files it
+/// took, once it has every one it wants.
+fn pull_record(snapshot: &Path, dtype: Dtype) -> PathBuf {
+    snapshot.join(format!(".clipql-pull-{dtype}.json"))
+}
+
+/// Writes the pull's record: `None` while the pull is under way, then the
+/// names of every file it took. Replaced in one rename.
+fn mark_pull(snapshot: &Path, dtype: Dtype, done: Option<&[&str]>) -> std::io::Result<()> {
+    std::fs::create_dir_all(snapshot)?;
+    let record = serde_json::json!({ "complete": done.is_some(), "files": done.unwrap_or(&[]) });
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".clipql-pull.")
+        .tempfile_in(snapshot)?;
+    std::io::Write::write_all(&mut tmp, record.to_string().as_bytes())?;
+    tmp.persist(pull_record(snapshot, dtype))
+        .map(|_| ())
+        .map_err(|e| e.error)
+}
+
+/// Whether nothing says a pull of `dtype` into `dir` is unfinished: a
+/// snapshot a pull of ours began has every file that pull listed once it
+/// had them all (the optional ones included). A snapshot with no record
+/// (another tool's, an older clipql's, a copied cache) is judged by its
+/// required files alone.
+fn pull_finished(dir: &Path, dtype: Dtype) -> bool {
+    let Ok(text) = std::fs::read_to_string(pull_record(dir, dtype)) else {
+        return true;
+    };
+    let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    record["complete"] == true
+        && record["files"].as_array().is_some_and(|files| {
+            files
+                .iter()
+                .all(|f| f.as_str().is_some_and(|f| dir.join(f).is_file()))
+        })
 }
 
 fn name_is_tower(name: &str) -> bool {
@@ -380,6 +459,7 @@ fn pointed_blob(pointer: &Path, blobs: &Path) -> Option<PathBuf> {
 async fn fetch_verified(
     api: &hf_hub::api::tokio::Api,
     url: &str,
+    commit: &str,
     repo_id: &str,
     name: &str,
     blobs: &Path,
@@ -390,10 +470,12 @@ async fn fetch_verified(
 ) -> Result<bool> {
     let io = |what: &str, e: std::io::Error| hub_error(repo_id, &format!("{what} {name}: {e}"));
     let hash = content_etag(etag);
-    // A stable name for the partial file that is ours, not the server's.
+    // A stable name for the partial file that is ours, not the server's:
+    // the content hash, or else the commit and file it is of, so that a
+    // later pull never continues it with another commit's bytes.
     let key = match hash {
         Some(_) => etag.to_ascii_lowercase(),
-        None => hex(&Sha256::digest(url.as_bytes())),
+        None => hex(&Sha256::digest(format!("{commit}\0{name}").as_bytes())),
     };
     std::fs::create_dir_all(blobs).map_err(|e| io("creating the cache folder for", e))?;
     let part = blobs.join(format!("{key}.part"));

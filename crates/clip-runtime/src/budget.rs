@@ -50,9 +50,39 @@ pub struct DecodePermit {
 impl DecodePermit {
     /// Waits for `pixels ×` [`BYTES_PER_PIXEL`] of the budget (capped at the
     /// whole budget).
+    ///
+    /// Called on a worker thread of a multi-threaded tokio runtime (where
+    /// DataFusion runs the `clip_*` functions), a wait hands that worker's
+    /// other tasks (the scan's reads, other queries) to another thread first
+    /// (`block_in_place`), so waiting for memory never stalls them.
     pub fn acquire(pixels: u64) -> Self {
         let budget = budget();
         let bytes = pixels.saturating_mul(BYTES_PER_PIXEL).min(budget.total);
+        if let Some(permit) = Self::try_take(bytes) {
+            return permit;
+        }
+        let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if on_worker {
+            tokio::task::block_in_place(|| Self::wait_for(bytes))
+        } else {
+            Self::wait_for(bytes)
+        }
+    }
+
+    /// The share, if it is free now.
+    fn try_take(bytes: u64) -> Option<Self> {
+        let budget = budget();
+        let mut used = budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        (*used + bytes <= budget.total).then(|| {
+            *used += bytes;
+            Self { bytes }
+        })
+    }
+
+    fn wait_for(bytes: u64) -> Self {
+        let budget = budget();
         let mut used = budget.used.lock().unwrap_or_else(|p| p.into_inner());
         while *used + bytes > budget.total {
             used = budget.freed.wait(used).unwrap_or_else(|p| p.into_inner());
@@ -114,5 +144,45 @@ mod tests {
         // More than the whole budget is capped, so it runs (alone).
         let huge = DecodePermit::acquire(u64::MAX);
         assert_eq!(huge.bytes(), total);
+    }
+
+    /// Issue 26, item 4: a task waiting for the budget on a tokio worker
+    /// does not stall the worker's other tasks. The runtime has one worker:
+    /// without `block_in_place`, the second task could never run while the
+    /// first waits.
+    #[test]
+    fn waiting_for_the_budget_never_stalls_a_tokio_worker() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // Another thread holds the whole budget until told to let go.
+        let holder = std::thread::spawn(move || {
+            let all = DecodePermit::acquire(u64::MAX);
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            drop(all);
+        });
+        held_rx.recv().unwrap();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        // The future given to block_on runs on this thread, not the worker,
+        // and it waits with std's blocking calls only (a tokio timer needs a
+        // free worker).
+        runtime.block_on(async move {
+            let waiting = tokio::spawn(async { DecodePermit::acquire(1).bytes() });
+            // Let the waiting task take the only worker first.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            tokio::spawn(async move {
+                let _ = ran_tx.send(());
+            });
+            let ran = ran_rx.recv_timeout(std::time::Duration::from_secs(10));
+            release_tx.send(()).unwrap();
+            assert!(ran.is_ok(), "the other task never ran while one waited");
+            assert_eq!(waiting.await.unwrap(), BYTES_PER_PIXEL);
+        });
+        holder.join().unwrap();
     }
 }

@@ -133,19 +133,8 @@ pub fn decode_rgb_budgeted(
     }
     if format == ImageFormat::Jpeg {
         let min_side = min_side.filter(|_| limits.fast_jpeg);
-        // The header's size, before libjpeg allocates anything. One over the
-        // pixel limit is refused by decode_jpeg and takes nothing here.
-        let pixels = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .ok()
-            .and_then(|r| r.into_dimensions().ok())
-            .map_or(0, |(w, h)| w as u64 * h as u64);
-        let permit = DecodePermit::acquire(if pixels > limits.max_pixels {
-            0
-        } else {
-            pixels
-        });
-        let (mut image, orientation) = crate::jpeg::decode_jpeg(bytes, limits, min_side)?;
+        // libjpeg sizes its own decode and takes the budget for it.
+        let (mut image, orientation, permit) = crate::jpeg::decode_jpeg(bytes, limits, min_side)?;
         if orientation != image::metadata::Orientation::NoTransforms {
             let mut dynamic = DynamicImage::ImageRgb8(image);
             dynamic.apply_orientation(orientation);

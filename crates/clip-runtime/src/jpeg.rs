@@ -24,6 +24,7 @@ use image::RgbImage;
 use image::metadata::Orientation;
 use mozjpeg::{Decompress, Format, Marker};
 
+use crate::budget::DecodePermit;
 use crate::decode::DecodeLimits;
 use crate::error::ImageError;
 
@@ -80,11 +81,16 @@ pub(crate) fn dct_scale(width: usize, height: usize, min_side: u32) -> u8 {
 /// [`dct_scale`]) whose shorter side is still at least `min_side`: far less
 /// work for a large photo that is about to be shrunk anyway, at the price of
 /// pixels that differ slightly from a full decode followed by the resize.
+///
+/// The decode's share of the memory budget is taken from libjpeg's own
+/// reading of the header (the decoder that will decode it, at the size it
+/// will decode to), before any pixel buffer exists, and returned with the
+/// image. A file whose header libjpeg cannot read is refused before then.
 pub(crate) fn decode_jpeg(
     bytes: &[u8],
     limits: &DecodeLimits,
     min_side: Option<u32>,
-) -> Result<(RgbImage, Orientation), ImageError> {
+) -> Result<(RgbImage, Orientation, DecodePermit), ImageError> {
     match catch_unwind(AssertUnwindSafe(|| decode(bytes, limits, min_side))) {
         Ok(result) => result,
         Err(payload) => {
@@ -104,7 +110,7 @@ fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
     min_side: Option<u32>,
-) -> Result<(RgbImage, Orientation), ImageError> {
+) -> Result<(RgbImage, Orientation, DecodePermit), ImageError> {
     let ran_out = Arc::new(AtomicBool::new(false));
     let reader = EndTracking {
         data: bytes,
@@ -143,9 +149,13 @@ fn decode(
             _ => {}
         }
     }
-    if let Some(min_side) = min_side {
-        decompress.scale(dct_scale(width, height, min_side));
+    let eighths = min_side.map_or(8, |min_side| dct_scale(width, height, min_side));
+    if eighths != 8 {
+        decompress.scale(eighths);
     }
+    // libjpeg's output size at this scale: ceil(size × eighths / 8).
+    let scaled = |side: usize| (side * eighths as usize).div_ceil(8) as u64;
+    let permit = DecodePermit::acquire(scaled(width) * scaled(height));
     let (rgb, (width, height)) = match decompress.image().map_err(io)? {
         Format::RGB(mut started) => {
             let size = (started.width(), started.height());
@@ -175,7 +185,7 @@ fn decode(
     }
     let image = RgbImage::from_raw(width as u32, height as u32, rgb)
         .ok_or_else(|| decode_error("decoder returned fewer pixels than the header declares"))?;
-    Ok((image, orientation))
+    Ok((image, orientation, permit))
 }
 
 /// PIL's CMYK → RGB (`Convert.c: cmyk2rgb`). Adobe files store CMYK
@@ -227,6 +237,27 @@ mod tests {
         // Less than twice the target: full size.
         assert_eq!(dct_scale(500, 375, 224), 8);
         assert_eq!(dct_scale(300, 447, 224), 8);
+    }
+
+    /// Issue 26, item 4: the budget share comes from libjpeg's header, at
+    /// the size libjpeg will decode to (a quarter of the pixels at a DCT
+    /// scale of 1/2), not from another parser that may give 0.
+    #[test]
+    fn the_budget_share_is_what_libjpeg_will_decode() {
+        let (w, h) = (1024usize, 768usize);
+        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        c.set_size(w, h);
+        let mut started = c.start_compress(Vec::new()).unwrap();
+        started.write_scanlines(&vec![128u8; w * h * 3]).unwrap();
+        let bytes = started.finish().unwrap();
+        let share = |min_side| {
+            let (image, _, permit) = decode_jpeg(&bytes, &DecodeLimits::default(), min_side).unwrap();
+            (image.dimensions(), permit.bytes())
+        };
+        let per = crate::BYTES_PER_PIXEL;
+        assert_eq!(share(None), ((1024, 768), 1024 * 768 * per));
+        // Shorter side 768 for a target of 224: decoded at 4/8.
+        assert_eq!(share(Some(224)), ((512, 384), 512 * 384 * per));
     }
 
     #[test]

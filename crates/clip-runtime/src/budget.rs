@@ -61,9 +61,8 @@ impl DecodePermit {
         if let Some(permit) = Self::try_take(bytes) {
             return permit;
         }
-        let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        });
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if on_worker {
             tokio::task::block_in_place(|| Self::wait_for(bytes))
         } else {

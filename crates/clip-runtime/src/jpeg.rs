@@ -251,7 +251,8 @@ mod tests {
         started.write_scanlines(&vec![128u8; w * h * 3]).unwrap();
         let bytes = started.finish().unwrap();
         let share = |min_side| {
-            let (image, _, permit) = decode_jpeg(&bytes, &DecodeLimits::default(), min_side).unwrap();
+            let (image, _, permit) =
+                decode_jpeg(&bytes, &DecodeLimits::default(), min_side).unwrap();
             (image.dimensions(), permit.bytes())
         };
         let per = crate::BYTES_PER_PIXEL;

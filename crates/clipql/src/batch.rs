@@ -746,7 +746,12 @@ fn model_files(model: &Path, dtype: clip_runtime::Dtype) -> serde_json::Value {
     let files = [
         dtype.file("vision_model"),
         dtype.file("text_model"),
+        // The combined graphs the trained logit_scale is measured from.
+        dtype.file("model"),
+        clip_runtime::Dtype::Fp32.file("model"),
         "tokenizer.json".into(),
+        // Its pad token decides the text tower's input.
+        "tokenizer_config.json".into(),
         "preprocessor_config.json".into(),
         "config.json".into(),
     ];

@@ -335,7 +335,12 @@ async fn read_capped(
     read_cap: u64,
 ) -> object_store::Result<bytes::Bytes> {
     if listed_size >= read_cap {
-        return store.get_range(location, 0..read_cap).await;
+        match store.get_range(location, 0..read_cap).await {
+            // Shorter now than listed (truncated since): the range is past
+            // its end. Read what is there, still no further than the cap.
+            Err(e) if is_range_error(&e) => {}
+            other => return other,
+        }
     }
     let mut stream = store.get(location).await?.into_stream();
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
@@ -367,6 +372,23 @@ async fn read_capped(
     })
 }
 
+/// Whether a ranged read failed because the range is past the object's end
+/// (the local store's "out of range", HTTP 416 "range not satisfiable").
+fn is_range_error(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("out of range")
+            || text.contains("range not satisfiable")
+            || text.contains("requested range")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// The reason to give one row, when reading its object failed in a way
 /// that no retry mends and that concerns that object alone: it is gone, or
 /// this reader may not read it. Anything else (the store down, every retry
@@ -379,7 +401,16 @@ fn lasting_object_error(e: &object_store::Error) -> Option<&'static str> {
         _ => {}
     }
     // The local store reports a failed open as a generic error around the
-    // operating system's.
+    // operating system's. Only there: an OS error deep inside a network
+    // store's error (a firewall making `connect` fail with EPERM) is an
+    // outage, not this file's permissions.
+    let E::Generic {
+        store: "LocalFileSystem",
+        ..
+    } = e
+    else {
+        return None;
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -635,6 +666,9 @@ mod tests {
             std::fs::copy(&photo, dir.path().join(name)).unwrap();
         }
         std::fs::write(dir.path().join("d.jpg"), b"tiny").unwrap();
+        // Listed over the limit, truncated before it is read (issue 26,
+        // item 8): its row only, with what is there.
+        std::fs::write(dir.path().join("e.jpg"), vec![0u8; 100_000]).unwrap();
         let ctx = context();
         let model =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/model");
@@ -663,6 +697,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("c.jpg")).unwrap();
         std::fs::create_dir(dir.path().join("c.jpg")).unwrap();
         std::fs::write(dir.path().join("d.jpg"), vec![0u8; 100_000]).unwrap();
+        std::fs::write(dir.path().join("e.jpg"), b"tiny").unwrap();
         let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
             .await
             .unwrap();
@@ -688,6 +723,11 @@ mod tests {
         assert_eq!(
             row("d.jpg"),
             "|d.jpg|40001||image file is over the 40000-byte limit (clip.max_image_bytes)|true|",
+            "{text}"
+        );
+        assert_eq!(
+            row("e.jpg"),
+            "|e.jpg|4||unsupported or unrecognised image format (the bytes are text, not an image)|true|",
             "{text}"
         );
 
@@ -726,6 +766,13 @@ mod tests {
             source: "404".into(),
         };
         assert_eq!(lasting_object_error(&gone), Some(VANISHED));
+        // An OS permission error inside a network store's error (EPERM
+        // from connect, a firewall) is an outage (issue 26, item 8).
+        let firewalled = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+        };
+        assert_eq!(lasting_object_error(&firewalled), None);
         // The store itself failing (retries spent, connection refused) fails
         // the query.
         let outage = object_store::Error::Generic {

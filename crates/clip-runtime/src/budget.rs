@@ -13,8 +13,9 @@
 use std::sync::{Condvar, Mutex, OnceLock};
 
 /// The budget when `CLIPQL_DECODE_MEMORY_MB` is unset: 1.5 GiB, one
-/// maximal image at a time, so that peak RSS stays under 2 GB with the
-/// default limits (ViT-B/32 and the process's other memory included).
+/// maximal image at a time. With a ViT-B/32-sized model, a process that
+/// meets maximal images peaks at about 2.3 GB of RSS however many
+/// partitions decode (measured in README.md, "Decode memory is bounded").
 pub const DEFAULT_DECODE_MEMORY: u64 = 1536 << 20;
 
 /// What one source pixel costs at most from decode to pixel values: the

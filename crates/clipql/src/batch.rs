@@ -1025,7 +1025,7 @@ fn breakdown(
         secs(planned),
         secs(elapsed),
         rows as f64 / secs(elapsed).max(1e-3),
-        work.images_decoded,
+        work.images_decoded + work.decode_errors,
         work.decode_errors,
         secs(work.decode_time),
         per(work.decode_time, work.images_decoded + work.decode_errors),

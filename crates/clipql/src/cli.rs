@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clip_runtime::Dtype;
+use datafusion_clip::OnError;
 
 use crate::commands::cluster;
 
@@ -61,12 +62,10 @@ pub(crate) enum ModelCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OnError {
-    /// Record the image with a NULL label and its reason in `error`.
-    Null,
-    /// Stop at the first bad image, writing nothing.
-    Fail,
+/// `--on-error`: `clip.on_error`'s own values, parsed by its own parser.
+fn on_error_parser() -> impl clap::builder::TypedValueParser<Value = OnError> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["null", "fail"]).try_map(|s| s.parse::<OnError>())
 }
 
 /// What every batch command takes.
@@ -89,8 +88,9 @@ pub(crate) struct BatchArgs {
     #[arg(long)]
     pub(crate) image_column: Option<String>,
 
-    /// What a bad image does.
-    #[arg(long, value_enum, default_value_t = OnError::Null)]
+    /// What a bad image does: `null` records it with a NULL label and its
+    /// reason in `error`; `fail` stops at the first one, writing nothing.
+    #[arg(long, value_parser = on_error_parser(), default_value_t = OnError::Null)]
     pub(crate) on_error: OnError,
 
     /// Images per vision-tower run (clip.batch_size).

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use datafusion::error::DataFusionError;
 
 use crate::batch;
-use crate::cli::{BatchArgs, ClassifyArgs, OnError};
+use crate::cli::{BatchArgs, ClassifyArgs};
 use crate::{EXIT_OK, EXIT_SOME_FAILED, cluster_model_name, model_dir};
+use datafusion_clip::OnError;
 
 fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
     let raw: Vec<String> = match &args.labels_file {

@@ -2211,6 +2211,25 @@ fn labels_by_path(out: &Path) -> std::collections::BTreeMap<String, String> {
     labels
 }
 
+/// `dir/photos` holding `n` files, the fixture photos over and over
+/// (`000_chelsea.jpg`, `001_coffee_palette.png`, ...).
+fn fixture_photo_copies(dir: &Path, n: usize) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "md"))
+        .collect();
+    sources.sort();
+    for i in 0..n {
+        let src = &sources[i % sources.len()];
+        let name = format!("{i:03}_{}", src.file_name().unwrap().to_string_lossy());
+        std::fs::copy(src, photos.join(name)).unwrap();
+    }
+    photos
+}
+
 /// Issue 14's end-to-end kill test: 200 images, batches of 4, every run PID 1
 /// of its own PID namespace (so a journal named by PID would be truncated by
 /// the run resuming it: item 1), SIGKILLed at 5 random moments and resumed
@@ -2219,19 +2238,7 @@ fn labels_by_path(out: &Path) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn classify_resume_survives_five_kills_with_a_repeating_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/photos"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e != "md"))
-        .collect();
-    sources.sort();
-    for i in 0..200 {
-        let src = &sources[i % sources.len()];
-        let name = format!("{i:03}_{}", src.file_name().unwrap().to_string_lossy());
-        std::fs::copy(src, photos.join(name)).unwrap();
-    }
+    let photos = fixture_photo_copies(dir.path(), 200);
     let args = |out: &Path, resume: bool| {
         let mut a: Vec<String> = [
             "classify",
@@ -3037,19 +3044,7 @@ fn resume_recomputes_a_row_without_an_answer() {
 #[test]
 fn forged_and_resize_failing_images_get_their_own_reason_and_are_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/photos"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e != "md"))
-        .collect();
-    fixtures.sort();
-    for i in 0..20 {
-        let from = &fixtures[i % fixtures.len()];
-        let ext = from.extension().unwrap().to_str().unwrap();
-        std::fs::copy(from, photos.join(format!("good-{i:02}.{ext}"))).unwrap();
-    }
+    let photos = fixture_photo_copies(dir.path(), 20);
     let mut forged = b"\0CLIPQL-UNREADABLE\0\x1b[2J\x1b[31mall is well".to_vec();
     forged.extend(std::iter::repeat_n(b'A', 100_000));
     std::fs::write(photos.join("forged.jpg"), forged).unwrap();

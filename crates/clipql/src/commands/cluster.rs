@@ -26,6 +26,13 @@ pub struct SchedulerArgs {
     #[arg(long, env = "CLIPQL_MODEL")]
     model: Option<String>,
 
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// What the scheduler and an executor both take.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
     /// Which tower files to pull with --model.
     #[arg(long, default_value_t = Dtype::Fp32)]
     dtype: Dtype,
@@ -49,15 +56,8 @@ pub struct ExecutorArgs {
     #[arg(long, env = "CLIPQL_MODEL")]
     model: Option<String>,
 
-    /// Which tower files to pull with --model.
-    #[arg(long, default_value_t = Dtype::Fp32)]
-    dtype: Dtype,
-
-    /// Allow a --bind-host other than loopback. Ballista 55 has no authentication: anyone
-    /// who reaches the ports can run queries that read what this process can read, with its
-    /// credentials. Use only on a private network that only trusted clients reach.
-    #[arg(long)]
-    allow_unauthenticated: bool,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 fn ballista(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
@@ -137,7 +137,7 @@ pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), DataFusionError> {
     check_bind(
         "scheduler",
         &args.ballista.bind_host,
-        args.allow_unauthenticated,
+        args.node.allow_unauthenticated,
     )?;
     let opt = args.ballista;
     init_logging(
@@ -151,7 +151,7 @@ pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), DataFusionError> {
         opt.print_thread_info,
     );
     if let Some(model) = &args.model {
-        prepare_model(model, args.dtype).await?;
+        prepare_model(model, args.node.dtype).await?;
     }
     let addr: SocketAddr = format!("{}:{}", opt.bind_host, opt.bind_port)
         .parse()
@@ -171,7 +171,7 @@ pub async fn run_executor(args: ExecutorArgs) -> Result<(), DataFusionError> {
     check_bind(
         "executor",
         &args.ballista.bind_host,
-        args.allow_unauthenticated,
+        args.node.allow_unauthenticated,
     )?;
     let opt = args.ballista;
     let health_addr: SocketAddr = format!("{}:{}", opt.bind_host, opt.bind_health_port)
@@ -188,7 +188,7 @@ pub async fn run_executor(args: ExecutorArgs) -> Result<(), DataFusionError> {
         config.print_thread_info,
     );
     let model = match &args.model {
-        Some(model) => Some(prepare_model(model, args.dtype).await?),
+        Some(model) => Some(prepare_model(model, args.node.dtype).await?),
         None => None,
     };
     let config = ballista_clip::executor_config(config, model)?;

@@ -433,19 +433,20 @@ pub const ACCESS_DENIED: &str = "access denied when reading the file";
 /// The output batch for one batch of listing rows. A file is read no
 /// further than `read_cap` bytes (`clip.max_image_bytes + 1`): one over the
 /// limit only far enough for the functions to see that it is, never whole.
+/// With `strict` (`clip.on_error = 'fail'`), a file that cannot be read
+/// fails the query; otherwise its row gets `read_error`.
 async fn read_batch(
     listing: RecordBatch,
     schema: SchemaRef,
     projection: Vec<usize>,
     read_cap: u64,
+    strict: bool,
     context: Arc<TaskContext>,
 ) -> Result<RecordBatch> {
     let n = listing.num_columns();
     let urls = listing.column(0).as_string::<i32>().clone();
     let reads = projection.iter().any(|i| (IMAGE..=READ_ERROR).contains(i));
     let contents: Option<(ArrayRef, ArrayRef)> = if reads {
-        let strict = ClipOptions::from_config(context.session_config().options()).on_error
-            == crate::OnError::Fail;
         let sizes = listing.column(SIZE).as_primitive::<UInt64Type>();
         let stores = listing.column(n - 2).as_string::<i32>();
         let locations = listing.column(n - 1).as_string::<i32>();
@@ -546,18 +547,22 @@ impl ExecutionPlan for ImageScanExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
-        let read_cap = ClipOptions::from_config(context.session_config().options())
-            .max_image_bytes
-            .saturating_add(1);
-        let stream = input
-            .map(move |listing| {
-                let schema = Arc::clone(&schema);
-                let projection = projection.clone();
-                let context = Arc::clone(&context);
-                async move { read_batch(listing?, schema, projection, read_cap, context).await }
-            })
-            // Read the next batch's files while this one is being classified.
-            .buffered(2);
+        let options = ClipOptions::from_config(context.session_config().options());
+        let read_cap = options.max_image_bytes.saturating_add(1);
+        // Strict mode: an unreadable file fails the query here.
+        let strict = options.on_error == crate::OnError::Fail;
+        let stream =
+            input
+                .map(move |listing| {
+                    let schema = Arc::clone(&schema);
+                    let projection = projection.clone();
+                    let context = Arc::clone(&context);
+                    async move {
+                        read_batch(listing?, schema, projection, read_cap, strict, context).await
+                    }
+                })
+                // Read the next batch's files while this one is being classified.
+                .buffered(2);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             stream,

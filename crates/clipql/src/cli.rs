@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use clip_runtime::Dtype;
 use datafusion_clip::OnError;
 
 use crate::commands::cluster;
+use crate::output::OutputFormat;
 
 /// Run CLIP zero-shot image classification over image collections with SQL.
 #[derive(Debug, Parser)]
@@ -196,8 +197,8 @@ pub(crate) struct SqlArgs {
     pub(crate) dtype: Option<Dtype>,
 
     /// How to print the result.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub(crate) format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub(crate) format: OutputFormat,
 
     /// SQL to run: one or more statements separated by `;`.
     #[arg(
@@ -216,17 +217,4 @@ pub(crate) struct SqlArgs {
     /// `clipql scheduler`).
     #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
     pub(crate) cluster: Option<String>,
-}
-
-/// Output formats of `clipql sql`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    /// An aligned text table.
-    Table,
-    /// CSV with a header; nested values are written as text.
-    Csv,
-    /// One JSON array of objects.
-    Json,
-    /// One JSON object per line.
-    Jsonl,
 }

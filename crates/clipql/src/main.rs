@@ -3,12 +3,12 @@
 //! This binary parses arguments and wires `datafusion-clip` into a
 //! DataFusion session; the work happens in the library crates.
 
-mod batch;
 mod cli;
 mod commands;
+mod job;
 mod output;
 mod redact;
-mod resume;
+mod session;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -149,7 +149,7 @@ fn main() -> ExitCode {
         Command::Model(command) => runtime.block_on(model::run_model(command)),
         Command::Embed(args) => runtime.block_on(batch_command::run_batch(
             args.batch,
-            batch::Task::Embed,
+            job::Task::Embed,
             Some(args.output),
         )),
         Command::Scheduler(args) => runtime

@@ -1,12 +1,12 @@
-//! `clipql classify` and `clipql embed`: flags to a `batch::Job`, then the
+//! `clipql classify` and `clipql embed`: flags to a `job::Job`, then the
 //! job's exit code.
 
 use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
-use crate::batch;
 use crate::cli::{BatchArgs, ClassifyArgs};
+use crate::job;
 use crate::{EXIT_OK, EXIT_SOME_FAILED, cluster_model_name, model_dir};
 use datafusion_clip::OnError;
 
@@ -29,7 +29,7 @@ fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>, DataFusionError> {
 
 pub(crate) async fn run_batch(
     mut batch: BatchArgs,
-    task: batch::Task,
+    task: job::Task,
     output: Option<PathBuf>,
 ) -> Result<u8, DataFusionError> {
     // `--set clip.model=M` / `clip.dtype=D` are `--model M` / `--dtype D`
@@ -50,7 +50,7 @@ pub(crate) async fn run_batch(
     batch.set = rest;
     let model = model_dir(batch.model.as_deref(), batch.dtype, batch.quiet).await?;
     let model_name = cluster_model_name(batch.model.as_deref(), &model);
-    let job = batch::Job {
+    let job = job::Job {
         cluster: batch.cluster,
         model_name,
         sources: batch.sources,
@@ -68,7 +68,7 @@ pub(crate) async fn run_batch(
         fast_jpeg: batch.fast_jpeg,
         set: batch.set,
     };
-    let summary = batch::run(job).await?;
+    let summary = job::run(job).await?;
     Ok(if summary.failures() > 0 {
         EXIT_SOME_FAILED
     } else {
@@ -77,7 +77,7 @@ pub(crate) async fn run_batch(
 }
 
 pub(crate) async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionError> {
-    let task = batch::Task::Classify {
+    let task = job::Task::Classify {
         labels: read_labels(&args)?,
         template: args.template,
         top_k: args.top_k,

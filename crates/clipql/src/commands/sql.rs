@@ -2,12 +2,11 @@
 
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{LogicalPlan, Statement};
-use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast;
 
 use crate::cli::SqlArgs;
-use crate::{cluster_model_name, model_dir, output, redact};
+use crate::{cluster_model_name, model_dir, output, redact, session};
 
 /// Whether SQL text calls a function that needs a model and leaves
 /// `clip.model` to us: then `clipql sql` pulls the default model first.
@@ -48,10 +47,6 @@ pub(crate) async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     };
     // Before anything can fail: an error may quote the SQL.
     redact::remember_secrets(&sql);
-    let mut config = match args.cluster {
-        Some(_) => ballista_clip::session_config(),
-        None => datafusion_clip::session_config(),
-    };
     let statements = DFParser::parse_sql(&sql)?;
     if statements.is_empty() {
         return Err(DataFusionError::Plan("no SQL statement given".into()));
@@ -64,29 +59,20 @@ pub(crate) async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
         .collect::<Vec<_>>()
         .join(";\n");
     let dtype = args.dtype.unwrap_or_default();
+    let mut options = Vec::new();
     if args.model.is_some() || needs_default_model(&runs_functions) {
         let dir = model_dir(args.model.as_deref(), dtype, false).await?;
         let model = match args.cluster {
             Some(_) => cluster_model_name(args.model.as_deref(), &dir),
             None => dir.to_string_lossy().into_owned(),
         };
-        config = config.set_str("clip.model", &model);
+        options.push(("clip.model".to_string(), model));
     }
     if let Some(dtype) = args.dtype {
-        config = config.set_str("clip.dtype", &dtype.to_string());
+        options.push(("clip.dtype".to_string(), dtype.to_string()));
     }
-    let ctx = match &args.cluster {
-        Some(url) => ballista_clip::remote_context(url, config).await?,
-        None => {
-            // information_schema: SHOW FUNCTIONS, SHOW ALL and SHOW TABLES,
-            // with each clip_* function's documentation().
-            let config = config.with_information_schema(true);
-            let ctx = SessionContext::new_with_config_rt(config, datafusion_clip::runtime_env()?)
-                .enable_url_table();
-            datafusion_clip::register_all(&ctx)?;
-            ctx
-        }
-    };
+    let config = session::config(args.cluster.as_deref(), &options)?;
+    let ctx = session::context(args.cluster.as_deref(), config).await?;
     let count = statements.len();
     let mut last = None;
     for (i, statement) in statements.into_iter().enumerate() {
@@ -114,5 +100,5 @@ pub(crate) async fn run_sql(args: SqlArgs) -> Result<(), DataFusionError> {
     }
     let batches = last.unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
-    output::write(&mut stdout, &batches, args.format)
+    output::print::write(&mut stdout, &batches, args.format)
 }

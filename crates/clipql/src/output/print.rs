@@ -1,4 +1,4 @@
-//! Printing query results as a table, CSV, JSON or JSON Lines.
+//! Printing results on stdout as a table, CSV, JSON or JSON Lines.
 
 use std::io::Write;
 
@@ -8,7 +8,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::error::{DataFusionError, Result};
 
-use crate::cli::Format;
+use super::OutputFormat as Format;
 
 /// Writes `batches` to `out` in `format`.
 pub fn write(out: &mut impl Write, batches: &[RecordBatch], format: Format) -> Result<()> {
@@ -29,6 +29,13 @@ pub fn write(out: &mut impl Write, batches: &[RecordBatch], format: Format) -> R
                 .build::<_, LineDelimited>(&mut *out);
             writer.write_batches(&batches.iter().collect::<Vec<_>>())?;
             writer.finish()?;
+        }
+        Format::Parquet => {
+            return Err(DataFusionError::Plan(
+                "Parquet is binary and is not printed: write it to a file with COPY (...) TO \
+                 'out.parquet', or pick --format table, csv, json or jsonl"
+                    .into(),
+            ));
         }
     }
     out.flush().map_err(DataFusionError::from)

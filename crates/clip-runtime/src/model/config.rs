@@ -1,0 +1,103 @@
+//! What a model folder holds: the files ClipQL needs, which dtypes it has,
+//! and the facts read from `config.json` and `tokenizer_config.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{ClipError, Result};
+use crate::options::Dtype;
+
+/// The parts of `config.json` ClipQL reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Embedding dimension (`projection_dim`).
+    pub projection_dim: usize,
+    /// Text context length (`text_config.max_position_embeddings`).
+    pub context_length: usize,
+    /// Text vocabulary size (`text_config.vocab_size`).
+    pub vocab_size: usize,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    projection_dim: Option<usize>,
+    text_config: Option<TextConfigJson>,
+}
+
+#[derive(Deserialize)]
+struct TextConfigJson {
+    max_position_embeddings: Option<usize>,
+    vocab_size: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfigJson {
+    pad_token: Option<serde_json::Value>,
+}
+
+impl ModelConfig {
+    /// Reads `config.json` of a model directory, without loading any graph.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_file(&require(dir, "config.json", || {
+            "; is this a model directory in the HF / Transformers.js ONNX layout?".to_string()
+        })?)
+    }
+
+    pub(super) fn from_file(path: &Path) -> Result<Self> {
+        let bad = |message: String| ClipError::ModelFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let j: ConfigJson = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let t = j.text_config;
+        Ok(Self {
+            projection_dim: j.projection_dim.unwrap_or(512),
+            context_length: t
+                .as_ref()
+                .and_then(|t| t.max_position_embeddings)
+                .unwrap_or(77),
+            vocab_size: t.as_ref().and_then(|t| t.vocab_size).unwrap_or(49408),
+        })
+    }
+}
+
+pub(super) fn require(dir: &Path, file: &str, hint: impl FnOnce() -> String) -> Result<PathBuf> {
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ClipError::ModelFileMissing {
+            dir: dir.to_path_buf(),
+            file: file.to_string(),
+            hint: hint(),
+        })
+    }
+}
+
+/// Which dtypes have both tower files in `dir`.
+pub fn available_dtypes(dir: &Path) -> Vec<Dtype> {
+    [Dtype::Fp32, Dtype::Quantized, Dtype::Fp16]
+        .into_iter()
+        .filter(|d| {
+            dir.join(d.file("vision_model")).is_file() && dir.join(d.file("text_model")).is_file()
+        })
+        .collect()
+}
+
+/// The pad token `tokenizer_config.json` names (a string, or an added
+/// token's `content`), if it names one.
+pub(super) fn read_pad_token(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<TokenizerConfigJson>(&t).ok())
+        .and_then(|c| match c.pad_token {
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(serde_json::Value::Object(o)) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
+            _ => None,
+        })
+}

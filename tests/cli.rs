@@ -1262,6 +1262,7 @@ fn models_by_repo_id_from_the_hf_cache() {
     assert!(o.status.success(), "{}", stderr(&o));
     let info = stdout(&o);
     for line in [
+        "family: clip",
         "embedding_dim: 16",
         "image_size: 224x224",
         "context_length: 77",

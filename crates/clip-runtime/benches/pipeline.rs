@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use clip_runtime::{
-    DecodeLimits, PreprocessConfig, TextTokenizer, decode_rgb, decode_rgb_at_least,
+    DecodeLimits, ModelFamily, PreprocessConfig, TextTokenizer, decode_rgb, decode_rgb_at_least,
     label_probabilities,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -98,8 +98,12 @@ fn labels(n: usize) -> Vec<String> {
 }
 
 fn tokenize(c: &mut Criterion) {
-    let tokenizer =
-        TextTokenizer::from_file(&fixtures().join("model/tokenizer.json"), 77, None).unwrap();
+    let tokenizer = TextTokenizer::from_file(
+        &fixtures().join("model/tokenizer.json"),
+        77,
+        ModelFamily::Clip.default_pad_token(),
+    )
+    .unwrap();
     let mut group = c.benchmark_group("tokenize");
     for n in [9, 1000] {
         let texts = labels(n);

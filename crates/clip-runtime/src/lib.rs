@@ -49,12 +49,14 @@ pub use decode::{DecodeLimits, decode_rgb, decode_rgb_at_least, decode_rgb_budge
 pub use error::{ClipError, ImageError, MAX_REASON_CHARS, Result, printable_reason};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
-    ClipModel, DEFAULT_MAX_MODELS, Embedding, ModelConfig, TEXT_CACHE_CAPACITY, available_dtypes,
-    load_shared, loaded_models,
+    ClipModel, ConfigDefaults, DEFAULT_MAX_MODELS, Embedding, ModelConfig, ModelFamily,
+    TEXT_CACHE_CAPACITY, TextPadding, available_dtypes, load_shared, loaded_models,
 };
 pub use options::{Dtype, GraphOptimization, ModelOptions};
 pub use prepare::{PixelValues, image_error, prepare_image};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};
-pub use score::{argmax, dot, l2_normalize, label_probabilities, ranked, softmax, top_k};
+pub use score::{
+    Scorer, ScoringRule, argmax, dot, l2_normalize, label_probabilities, ranked, softmax, top_k,
+};
 pub use tokenize::{TextTokenizer, TokenBatch};

@@ -262,10 +262,20 @@ impl PreprocessConfig {
         }
     }
 
-    /// Number of `f32` values one preprocessed image occupies (3 × H × W) when
-    /// the output size does not depend on the input (a centre crop is set).
+    /// The (height, width) of every preprocessed image, when it does not
+    /// depend on the input: a centre crop's (CLIP), or else an exact
+    /// resize's. Images of this size share a vision-tower run.
+    pub fn fixed_size(&self) -> Option<(u32, u32)> {
+        self.crop.or(match self.resize {
+            Some(ResizeTarget::Exact { height, width }) => Some((height, width)),
+            _ => None,
+        })
+    }
+
+    /// Number of `f32` values one preprocessed image occupies (3 × H × W)
+    /// when the output size does not depend on the input ([`Self::fixed_size`]).
     pub fn fixed_len(&self) -> Option<usize> {
-        self.crop.map(|(h, w)| 3 * h as usize * w as usize)
+        self.fixed_size().map(|(h, w)| 3 * h as usize * w as usize)
     }
 
     /// Resizes packed RGB8 to (`w`, `h`) like Pillow's `Image.resize` and
@@ -468,6 +478,28 @@ mod tests {
         assert_eq!(c.crop, None);
         assert_eq!(c.normalize, None);
         assert_eq!(c.resample, Resample::Bilinear);
+    }
+
+    /// Batching keys on this: a centre crop (CLIP) or an exact resize
+    /// (SigLIP-style) gives every image one size; a shortest-edge resize
+    /// alone does not.
+    #[test]
+    fn the_fixed_input_size_comes_from_a_crop_or_an_exact_resize() {
+        let size = |json: &str| PreprocessConfig::from_json(json).unwrap().fixed_size();
+        assert_eq!(size(r#"{"size": 224, "crop_size": 200}"#), Some((200, 200)));
+        assert_eq!(
+            size(r#"{"size": {"height": 384, "width": 256}, "do_center_crop": false}"#),
+            Some((384, 256))
+        );
+        assert_eq!(size(r#"{"size": 224, "do_center_crop": false}"#), None);
+        assert_eq!(
+            PreprocessConfig::from_json(
+                r#"{"size": {"height": 384, "width": 256}, "do_center_crop": false}"#
+            )
+            .unwrap()
+            .fixed_len(),
+            Some(3 * 384 * 256)
+        );
     }
 
     #[test]

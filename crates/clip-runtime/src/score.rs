@@ -1,4 +1,5 @@
-//! Scoring: `softmax(logit_scale · cosine)` over candidate labels.
+//! Scoring: a model family's rule over `logit_scale · cosine` (for CLIP,
+//! a softmax over the candidate labels), argmax and ranking.
 
 /// L2-normalises a vector in place. A zero vector is left as is.
 pub fn l2_normalize(v: &mut [f32]) {
@@ -21,11 +22,43 @@ pub fn label_probabilities<L: AsRef<[f32]>>(
     labels: &[L],
     logit_scale: f32,
 ) -> Vec<f32> {
-    let logits: Vec<f32> = labels
-        .iter()
-        .map(|l| logit_scale * dot(image, l.as_ref()))
-        .collect();
-    softmax(&logits)
+    Scorer {
+        rule: ScoringRule::Softmax,
+        scale: logit_scale,
+    }
+    .probabilities(image, labels)
+}
+
+/// How a model family turns `scale · cosine` into label scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScoringRule {
+    /// A softmax over the labels (CLIP): a row's scores sum to 1, and each
+    /// depends on which other labels are offered.
+    Softmax,
+}
+
+/// A model's scoring: its family's rule with the scale to apply (the
+/// trained `logit_scale`, or `clip.logit_scale`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scorer {
+    /// The rule.
+    pub rule: ScoringRule,
+    /// The multiplier of the cosine.
+    pub scale: f32,
+}
+
+impl Scorer {
+    /// The scores of `image` (normalised) against `labels` (normalised).
+    pub fn probabilities<L: AsRef<[f32]>>(&self, image: &[f32], labels: &[L]) -> Vec<f32> {
+        let logits: Vec<f32> = labels
+            .iter()
+            .map(|l| self.scale * dot(image, l.as_ref()))
+            .collect();
+        match self.rule {
+            ScoringRule::Softmax => softmax(&logits),
+        }
+    }
 }
 
 /// Numerically stable softmax.

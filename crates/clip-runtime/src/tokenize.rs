@@ -35,8 +35,9 @@ pub struct TokenBatch {
 
 impl TextTokenizer {
     /// Loads `tokenizer.json`. `pad_token` comes from `tokenizer_config.json`
-    /// when present; CLIP pads with `<|endoftext|>` otherwise.
-    pub fn from_file(path: &Path, max_len: usize, pad_token: Option<&str>) -> Result<Self> {
+    /// when present, else from the model's family
+    /// ([`crate::ModelFamily::default_pad_token`]).
+    pub fn from_file(path: &Path, max_len: usize, pad_token: &str) -> Result<Self> {
         let mut inner = Tokenizer::from_file(path).map_err(|e| ClipError::ModelFile {
             path: path.to_path_buf(),
             message: format!("cannot load tokenizer: {e}"),
@@ -50,7 +51,7 @@ impl TextTokenizer {
             }))
             .map_err(|e| ClipError::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        let pad = pad_token.unwrap_or("<|endoftext|>");
+        let pad = pad_token;
         let pad_id = inner.token_to_id(pad).ok_or_else(|| ClipError::ModelFile {
             path: path.to_path_buf(),
             message: format!(

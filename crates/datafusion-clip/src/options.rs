@@ -377,14 +377,12 @@ impl ClipOptions {
         })
     }
 
-    /// `clip.logit_scale` if set, else the model's trained value.
-    pub fn logit_scale(&self, model: &ClipModel) -> Result<f32> {
-        match self.logit_scale {
-            Some(s) => Ok(s),
-            None => model
-                .logit_scale()
-                .map_err(|e| DataFusionError::External(Box::new(e))),
-        }
+    /// How `model` scores labels: its family's rule, scaled by
+    /// `clip.logit_scale` if set, else by the model's trained value.
+    pub fn scorer(&self, model: &ClipModel) -> Result<clip_runtime::Scorer> {
+        model
+            .scorer(self.logit_scale)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }
 

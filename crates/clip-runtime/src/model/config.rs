@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::ModelFamily;
 use crate::error::{ClipError, Result};
 use crate::options::Dtype;
 
 /// The parts of `config.json` ClipQL reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelConfig {
+    /// The family `model_type` names.
+    pub family: ModelFamily,
     /// Embedding dimension (`projection_dim`).
     pub projection_dim: usize,
     /// Text context length (`text_config.max_position_embeddings`).
@@ -21,6 +24,7 @@ pub struct ModelConfig {
 
 #[derive(Deserialize)]
 struct ConfigJson {
+    model_type: Option<String>,
     projection_dim: Option<usize>,
     text_config: Option<TextConfigJson>,
 }
@@ -51,14 +55,20 @@ impl ModelConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let j: ConfigJson = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let family = ModelFamily::from_model_type(j.model_type.as_deref()).map_err(bad)?;
+        let defaults = family.config_defaults();
         let t = j.text_config;
         Ok(Self {
-            projection_dim: j.projection_dim.unwrap_or(512),
+            family,
+            projection_dim: j.projection_dim.unwrap_or(defaults.projection_dim),
             context_length: t
                 .as_ref()
                 .and_then(|t| t.max_position_embeddings)
-                .unwrap_or(77),
-            vocab_size: t.as_ref().and_then(|t| t.vocab_size).unwrap_or(49408),
+                .unwrap_or(defaults.context_length),
+            vocab_size: t
+                .as_ref()
+                .and_then(|t| t.vocab_size)
+                .unwrap_or(defaults.vocab_size),
         })
     }
 }
@@ -100,4 +110,42 @@ pub(super) fn read_pad_token(dir: &Path) -> Option<String> {
                 .map(str::to_string),
             _ => None,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_of(json: &str) -> Result<ModelConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), json).unwrap();
+        ModelConfig::from_dir(dir.path())
+    }
+
+    #[test]
+    fn the_family_comes_from_model_type_and_gives_the_defaults() {
+        let c = config_of(r#"{"model_type": "clip"}"#).unwrap();
+        assert_eq!(
+            (c.family, c.projection_dim, c.context_length, c.vocab_size),
+            (ModelFamily::Clip, 512, 77, 49408)
+        );
+        let c =
+            config_of(r#"{"projection_dim": 768, "text_config": {"max_position_embeddings": 64}}"#)
+                .unwrap();
+        assert_eq!(
+            (c.family, c.projection_dim, c.context_length),
+            (ModelFamily::Clip, 768, 64)
+        );
+    }
+
+    #[test]
+    fn a_model_of_another_family_is_refused_with_what_runs() {
+        let e = config_of(r#"{"model_type": "siglip", "projection_dim": 768}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config.json") && e.contains("\"siglip\"") && e.contains("it runs: clip"),
+            "{e}"
+        );
+    }
 }

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use super::ClipModel;
 use super::text::TextInputs;
+use super::{ClipModel, ModelFamily};
 use crate::error::{ClipError, Result};
 use crate::options::{Dtype, ModelOptions};
 use crate::preprocess::PreprocessConfig;
 use crate::scale_cache::ScaleCache;
-use crate::score::l2_normalize;
+use crate::score::{Scorer, l2_normalize};
 use crate::tokenize::TextTokenizer;
 use crate::tower::{RunGate, ThreadConfig, Tower, float_tensor, int_tensor};
 
@@ -32,6 +32,18 @@ impl ClipModel {
                 reason,
             })
     }
+
+    /// How this model scores: its family's rule, with `scale` when one is
+    /// given (`clip.logit_scale`), else the trained [`Self::logit_scale`].
+    pub fn scorer(&self, scale: Option<f32>) -> Result<Scorer> {
+        Ok(Scorer {
+            rule: self.config.family.scoring_rule(),
+            scale: match scale {
+                Some(s) => s,
+                None => self.logit_scale()?,
+            },
+        })
+    }
 }
 
 /// The trained `logit_scale` of the combined graph (`onnx/model*.onnx`):
@@ -39,6 +51,7 @@ impl ClipModel {
 /// before (see [`ScaleCache`]), else measured now and remembered.
 pub(super) fn trained_logit_scale(
     dir: &Path,
+    family: ModelFamily,
     options: &ModelOptions,
     preprocess: &PreprocessConfig,
     tokenizer: &TextTokenizer,
@@ -57,17 +70,19 @@ pub(super) fn trained_logit_scale(
     if let Some(scale) = cache.as_ref().and_then(|c| c.get(&path)) {
         return Ok(scale);
     }
-    let scale = measure_logit_scale(&path, options, preprocess, tokenizer)?;
+    let scale = measure_logit_scale(&path, family, options, preprocess, tokenizer)?;
     if let Some(cache) = cache {
         cache.put(&path, scale);
     }
     Ok(scale)
 }
 
-/// Runs the combined graph at `path` on a probe and returns
-/// `logits_per_image / cosine`: the trained `logit_scale`.
+/// Runs the combined graph at `path` on a probe and returns the family's
+/// logits output (`logits_per_image`) over the cosine: the trained
+/// `logit_scale`.
 fn measure_logit_scale(
     path: &Path,
+    family: ModelFamily,
     options: &ModelOptions,
     preprocess: &PreprocessConfig,
     tokenizer: &TextTokenizer,
@@ -88,11 +103,12 @@ fn measure_logit_scale(
         attention_mask: mask_port,
         static_len: fixed,
     } = TextInputs::of(&tower, path)?;
-    let logits_port = tower.float_output("logits_per_image")?;
+    let logits_port = tower.float_output(family.probe_logits())?;
     let image_port = tower.float_output("image_embeds")?;
     let text_port = tower.float_output("text_embeds")?;
 
-    let (h, w) = preprocess.crop.unwrap_or((224, 224));
+    // Any size the graph takes: the model's own, or ViT-B/32's.
+    let (h, w) = preprocess.fixed_size().unwrap_or((224, 224));
     let n = 3 * h as usize * w as usize;
     // A smooth, deterministic probe image in normalised units.
     let probe: Vec<f32> = (0..n)
@@ -103,7 +119,7 @@ fn measure_logit_scale(
         "a diagram of a circuit",
         "the number seven",
     ];
-    let batch = tokenizer.encode_batch(&texts, fixed)?;
+    let batch = tokenizer.encode_batch(&texts, family.padded_len(fixed))?;
     let shape = vec![batch.rows as i64, batch.len as i64];
     let mut inputs = vec![
         (

@@ -2,6 +2,7 @@
 //! parameters and the text-embedding cache.
 
 mod config;
+mod family;
 mod logit_scale;
 mod registry;
 mod text;
@@ -22,6 +23,7 @@ use crate::tower::{Float, Int, Port, RunGate, ThreadConfig, Tower};
 
 pub use config::{ModelConfig, available_dtypes};
 use config::{read_pad_token, require};
+pub use family::{ConfigDefaults, ModelFamily, TextPadding};
 use logit_scale::trained_logit_scale;
 pub use registry::{DEFAULT_MAX_MODELS, load_shared, loaded_models};
 pub use text::TEXT_CACHE_CAPACITY;
@@ -93,8 +95,13 @@ impl ClipModel {
             PreprocessConfig::from_file(&require(dir, "preprocessor_config.json", layout_hint)?)?;
         let tokenizer_path = require(dir, "tokenizer.json", layout_hint)?;
         let pad_token = read_pad_token(dir);
-        let tokenizer =
-            TextTokenizer::from_file(&tokenizer_path, config.context_length, pad_token.as_deref())?;
+        let tokenizer = TextTokenizer::from_file(
+            &tokenizer_path,
+            config.context_length,
+            pad_token
+                .as_deref()
+                .unwrap_or(config.family.default_pad_token()),
+        )?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(ClipError::ModelFile {
                 path: tokenizer_path,
@@ -134,7 +141,8 @@ impl ClipModel {
         // peak RSS 1.54 GB with the probe after the towers, 0.89-0.94 GB with
         // it before them, the same as with no probe at all.
         let logit_scale =
-            trained_logit_scale(dir, &options, &preprocess, &tokenizer).map_err(|e| e.to_string());
+            trained_logit_scale(dir, config.family, &options, &preprocess, &tokenizer)
+                .map_err(|e| e.to_string());
         // Building a session is mostly single-threaded (parsing, graph
         // optimisation), so the towers load side by side. On a full-size
         // ViT-B/32 (2 cores) that took start-up from 1.8 s to 1.4 s, for
@@ -152,7 +160,8 @@ impl ClipModel {
         let pixel_values = vision.float_input(&["pixel_values"])?;
         vision.only_inputs(&["pixel_values"])?;
         let image_embeds = vision.float_output("image_embeds")?;
-        if let (Some((ch, cw)), [_, _, h, w]) = (preprocess.crop, pixel_values.shape.as_slice())
+        if let (Some((ch, cw)), [_, _, h, w]) =
+            (preprocess.fixed_size(), pixel_values.shape.as_slice())
             && *h > 0
             && *w > 0
             && (*h as u32, *w as u32) != (ch, cw)
@@ -160,7 +169,7 @@ impl ClipModel {
             return Err(ClipError::Graph {
                 path: vision_path,
                 message: format!(
-                    "pixel_values is {h}x{w} but preprocessor_config.json crops to {ch}x{cw}"
+                    "pixel_values is {h}x{w} but preprocessor_config.json makes {ch}x{cw} images"
                 ),
             });
         }

@@ -115,7 +115,8 @@ impl ClipModel {
     }
 
     /// Runs one batch of preprocessed images through the vision tower; images
-    /// of the usual (cropped) size share one run. Errors pass through in place.
+    /// of the model's fixed input size ([`crate::PreprocessConfig::fixed_size`])
+    /// share one run. Errors pass through in place.
     fn embed_batch(
         &self,
         pixels: Vec<std::result::Result<PixelValues, ImageError>>,
@@ -124,24 +125,27 @@ impl ClipModel {
             Vec::with_capacity(pixels.len());
         let mut batch = Vec::new();
         let mut slots = Vec::new();
-        let crop = self.preprocess.crop.map(|(h, w)| (h as usize, w as usize));
+        let fixed = self
+            .preprocess
+            .fixed_size()
+            .map(|(h, w)| (h as usize, w as usize));
         for (i, p) in pixels.into_iter().enumerate() {
             match p {
-                Ok(p) if Some((p.height, p.width)) == crop => {
+                Ok(p) if Some((p.height, p.width)) == fixed => {
                     batch.extend_from_slice(&p.data);
                     slots.push(i);
                     results.push(Err(ImageError::Inference("pending".into())));
                 }
                 Ok(p) => {
-                    // Without a centre crop every image has its own size, so
-                    // each runs alone.
+                    // Without a fixed input size every image has its own
+                    // size, so each runs alone.
                     let mut emb = self.run_vision(p.data, 1, p.height, p.width)?;
                     results.push(Ok(emb.remove(0)));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        if let (Some((h, w)), false) = (crop, slots.is_empty()) {
+        if let (Some((h, w)), false) = (fixed, slots.is_empty()) {
             let embeddings = self.run_vision(batch, slots.len(), h, w)?;
             for (slot, emb) in slots.into_iter().zip(embeddings) {
                 results[slot] = Ok(emb);

@@ -71,10 +71,11 @@ pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionErr
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!("family: {}", config.family.model_type());
             println!("embedding_dim: {}", config.projection_dim);
-            match preprocess.crop {
+            match preprocess.fixed_size() {
                 Some((h, w)) => println!("image_size: {h}x{w}"),
-                None => println!("image_size: (no centre crop)"),
+                None => println!("image_size: (each image's own: no centre crop or exact resize)"),
             }
             println!("context_length: {}", config.context_length);
             let scale = dtypes

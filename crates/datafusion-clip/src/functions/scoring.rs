@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use clip_runtime::{ClipModel, Embedding, label_probabilities, ranked, top_k};
+use clip_runtime::{ClipModel, Embedding, ranked, top_k};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{Result, exec_err};
@@ -45,7 +45,7 @@ pub(crate) fn score_rows<'l>(
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
         )
         .collect();
-    let scale = options.logit_scale(model)?;
+    let scorer = options.scorer(model)?;
     embeddings
         .iter()
         .enumerate()
@@ -64,7 +64,7 @@ pub(crate) fn score_rows<'l>(
                     model.dim()
                 );
             }
-            Ok(Some((row_labels, label_probabilities(image, &label_embeddings, scale))))
+            Ok(Some((row_labels, scorer.probabilities(image, &label_embeddings))))
         })
         .collect()
 }

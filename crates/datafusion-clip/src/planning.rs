@@ -6,7 +6,15 @@
 //! session config changes (`SET`, `RESET`, session build), so each function
 //! keeps a snapshot of `clip.model` and its `projection_dim` from there. Only
 //! `config.json` is read at planning time; the ONNX graphs load on first use.
+//!
+//! Each function also keeps the model its calls found ([`ModelHandle`]), so
+//! that a batch asks the process's model registry only when the model it
+//! needs is not the one the last batch used: no path resolution and no
+//! registry lock per batch.
 
+use std::sync::{Arc, Mutex, Weak};
+
+use clip_runtime::{ClipModel, ModelOptions};
 use datafusion::common::{Result, plan_err};
 use datafusion::config::ConfigOptions;
 
@@ -17,6 +25,55 @@ use crate::options::ClipOptions;
 pub(crate) struct PlanningContext {
     model: Option<String>,
     dim: Option<std::result::Result<usize, String>>,
+    /// The model this function's calls last used.
+    pub(crate) handle: ModelHandle,
+}
+
+/// The model a function's calls last used, with what it was asked for by
+/// (`clip.model` and the options that pick a loaded copy). Held weakly: an
+/// idle model can still be evicted between queries, and is then looked up
+/// (and loaded) again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModelHandle {
+    last: Arc<Mutex<Option<Last>>>,
+}
+
+type Last = ((Option<String>, ModelOptions), Weak<ClipModel>);
+
+impl ModelHandle {
+    /// The model `options` ask for: the one the last call used when they ask
+    /// for the same, else the registry's (loading it on first use).
+    pub(crate) fn model(&self, options: &ClipOptions, function: &str) -> Result<Arc<ClipModel>> {
+        let key = (options.model.clone(), options.model_options());
+        {
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, model)) = last.as_ref()
+                && *k == key
+                && let Some(model) = model.upgrade()
+            {
+                return Ok(model);
+            }
+        }
+        // Outside the lock: a load can take seconds, and concurrent first
+        // calls wait for it in the registry's own slot for that model.
+        let model = options.model(function)?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, Arc::downgrade(&model)));
+        Ok(model)
+    }
+}
+
+/// Every handle is alike to DataFusion's function equality: what a function
+/// computes depends on its config snapshot, not on what it has cached.
+impl PartialEq for ModelHandle {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ModelHandle {}
+
+impl std::hash::Hash for ModelHandle {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl PlanningContext {
@@ -29,6 +86,7 @@ impl PlanningContext {
         Self {
             model: options.model,
             dim: Some(dim),
+            handle: ModelHandle::default(),
         }
     }
 
@@ -60,5 +118,34 @@ impl PlanningContext {
     /// The dimension if a readable model is configured.
     pub(crate) fn dim_if_known(&self) -> Option<usize> {
         self.dim.as_ref().and_then(|d| d.as_ref().ok().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::config::ExtensionOptions;
+
+    use super::*;
+
+    fn fixture_options(threads: usize) -> ClipOptions {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/model");
+        let mut options = ClipOptions::default();
+        options.set("model", dir).unwrap();
+        options.set("intra_threads", &threads.to_string()).unwrap();
+        options
+    }
+
+    /// Issue 15, item 7: later batches reuse the model the first found, and
+    /// options that pick another copy find that one.
+    #[test]
+    fn a_handle_reuses_its_model_until_the_options_ask_for_another() {
+        let handle = ModelHandle::default();
+        let one = fixture_options(3);
+        let first = handle.model(&one, "clip_test").unwrap();
+        let again = handle.model(&one, "clip_test").unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let other = handle.model(&fixture_options(4), "clip_test").unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.options().intra_threads, 4);
     }
 }

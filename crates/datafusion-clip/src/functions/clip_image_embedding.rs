@@ -98,7 +98,7 @@ impl ScalarUDFImpl for ClipImageEmbedding {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
-        let model = options.model(self.name())?;
+        let model = self.planning.handle.model(&options, self.name())?;
         let outcomes = embed_image_rows(&model, &options, &args.args[0], args.number_rows)?;
         let images = image_array(&args.args[0]);
         let rows = outcomes

@@ -110,7 +110,7 @@ impl ScalarUDFImpl for ClipTextEmbedding {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
-        let model = options.model(self.name())?;
+        let model = self.planning.handle.model(&options, self.name())?;
         let array = args.args[0].to_array(args.number_rows)?;
         let array = cast(&array, &DataType::Utf8)?;
         let texts = array.as_string::<i32>();

@@ -80,7 +80,7 @@ macro_rules! scoring_udf {
                 &self,
                 args: datafusion::logical_expr::ScalarFunctionArgs,
             ) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
-                $scoring.invoke(args)
+                $scoring.invoke(&self.planning, args)
             }
         }
     };

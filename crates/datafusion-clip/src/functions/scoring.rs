@@ -142,9 +142,13 @@ impl Scoring {
         Ok(nullable_field(self.name, self.return_type()))
     }
 
-    pub(crate) fn invoke(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    pub(crate) fn invoke(
+        &self,
+        planning: &PlanningContext,
+        args: ScalarFunctionArgs,
+    ) -> Result<ColumnarValue> {
         let options = ClipOptions::from_config(&args.config_options);
-        let model = options.model(self.name)?;
+        let model = planning.handle.model(&options, self.name)?;
         let labels = LabelSets::from_arg(self.name, &args.args[1])?;
         let (images, embeddings) = match self.input {
             ScoreInput::Image => (

@@ -32,8 +32,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion_clip::{ImageScanExec, ImageTable};
+use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 
 use crate::output::sink::Output;
@@ -101,14 +100,6 @@ pub struct Job {
     pub verbose: bool,
 }
 
-/// Total files the plan will read.
-fn count_files(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let own = plan
-        .downcast_ref::<ImageScanExec>()
-        .map_or(0, ImageScanExec::file_count);
-    own + plan.children().into_iter().map(count_files).sum::<usize>()
-}
-
 /// Runs the job. Returns how it went; an `Err` is fatal (no output written).
 pub async fn run(job: Job) -> Result<Summary> {
     if job.sources.is_empty() {
@@ -157,25 +148,11 @@ pub async fn run(job: Job) -> Result<Summary> {
         }
         (_, false) => None,
     };
-    let sources = register_sources(&ctx, &job, previous.as_ref()).await?;
+    let show_progress = !job.quiet && std::io::stderr().is_terminal();
+    let sources = register_sources(&ctx, &job, previous.as_ref(), show_progress).await?;
     let df = ctx.sql(&sql).await?;
     let plan = df.create_physical_plan().await?;
-    let show_progress = !job.quiet && std::io::stderr().is_terminal();
-    let total = match (sources.parquet_rows, &job.cluster) {
-        (Some(rows), _) => rows,
-        (None, None) => count_files(&plan),
-        // The scan was planned on the scheduler; list here for the bar only.
-        (None, Some(_)) if show_progress => match ctx.table_provider("images").await {
-            Ok(table) => match table.downcast_ref::<ImageTable>() {
-                Some(t) => t.file_keys(&ctx.state()).await.map_or(0, |k| {
-                    k.iter().filter(|k| !sources.resumed.contains(k)).count()
-                }),
-                None => 0,
-            },
-            Err(_) => 0,
-        },
-        (None, Some(_)) => 0,
-    };
+    let total = sources.rows.unwrap_or(0);
     let schema = match &mut reshaper {
         Some(r) => {
             let embedding = embedding_column.map(|i| plan.schema().field(i).clone());

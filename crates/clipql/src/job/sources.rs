@@ -22,8 +22,11 @@ fn is_parquet_source(source: &str) -> bool {
 
 /// What [`register_sources`] found.
 pub(super) struct Sources {
-    /// The row count of Parquet sources (from their metadata), for progress.
-    pub(super) parquet_rows: Option<usize>,
+    /// The rows the query will read, for progress: the row count of Parquet
+    /// sources (from their metadata), or the image files listed less those
+    /// `--resume` skips. `None` when nothing was counted (on a cluster, with
+    /// no progress bar and no `--resume`, the client lists nothing).
+    pub(super) rows: Option<usize>,
     /// Files the previous run finished that are still there (`--resume`).
     pub(super) resumed: HashSet<FileKey>,
 }
@@ -35,6 +38,7 @@ pub(super) async fn register_sources(
     ctx: &SessionContext,
     job: &Job,
     previous: Option<&Previous>,
+    show_progress: bool,
 ) -> Result<Sources> {
     let parquet = job.image_column.is_some() || job.sources.iter().any(|s| is_parquet_source(s));
     if job.image_column.is_none()
@@ -53,20 +57,26 @@ pub(super) async fn register_sources(
     if !parquet {
         let mut table = ImageTable::try_new(&job.sources, Vec::new(), Vec::new())?;
         let mut resumed = HashSet::new();
-        if let Some(previous) = previous {
-            resumed = table
-                .file_keys(&ctx.state())
-                .await?
-                .into_iter()
-                .filter(|k| previous.done.contains(k))
-                .collect();
-            table = table.with_skip(resumed.clone());
+        let mut rows = None;
+        // One listing per run, which the progress bar counts, --resume
+        // matches and (locally) the scan reads. A cluster's scheduler plans
+        // the scan and lists there, so the client lists only when it needs
+        // the listing itself.
+        if job.cluster.is_none() || previous.is_some() || show_progress {
+            table = table.listed(&ctx.state()).await?;
+            let keys = table.file_keys(&ctx.state()).await?;
+            if let Some(previous) = previous {
+                resumed = keys
+                    .iter()
+                    .filter(|k| previous.done.contains(k))
+                    .cloned()
+                    .collect();
+                table = table.with_skip(resumed.clone());
+            }
+            rows = Some(keys.len() - resumed.len());
         }
         ctx.register_table("images", Arc::new(table))?;
-        return Ok(Sources {
-            parquet_rows: None,
-            resumed,
-        });
+        return Ok(Sources { rows, resumed });
     }
     if previous.is_some() {
         return Err(DataFusionError::Plan(
@@ -124,7 +134,7 @@ pub(super) async fn register_sources(
         })
         .unwrap_or(0);
     Ok(Sources {
-        parquet_rows: Some(rows as usize),
+        rows: Some(rows as usize),
         resumed: HashSet::new(),
     })
 }

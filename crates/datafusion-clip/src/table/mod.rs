@@ -84,6 +84,10 @@ pub struct ImageTable {
     pub(crate) extra_extensions: Vec<String>,
     schema: SchemaRef,
     pub(crate) skip: Arc<HashSet<FileKey>>,
+    /// The listing every scan uses, once [`ImageTable::listed`] took it;
+    /// `None`: each scan lists the locations anew (a table of `clipql sql`
+    /// sees files added since the last query).
+    listing: Option<Arc<Vec<ImageFile>>>,
     /// Whether `OPTIONS ('aws.…')` registered a store for this table, which
     /// then exists in this process only (see [`crate::codec`]).
     pub(crate) has_store_options: bool,
@@ -160,6 +164,7 @@ impl ImageTable {
             partition_cols,
             extra_extensions,
             skip: Arc::default(),
+            listing: None,
             has_store_options: false,
         }
     }
@@ -171,7 +176,19 @@ impl ImageTable {
         self
     }
 
-    /// Lists the files a scan would read now (skipped ones included).
+    /// Lists the locations now, once, for every later scan and
+    /// [`ImageTable::file_keys`] of this table: one run (`clipql classify`)
+    /// then reads the files its progress counted and its `--resume`
+    /// matched, and lists them once. The listing is not sent to a cluster:
+    /// its scheduler plans the scan, and lists there.
+    pub async fn listed(mut self, state: &dyn Session) -> Result<Self> {
+        self.listing = None;
+        self.listing = Some(Arc::new(self.list_all(state).await?));
+        Ok(self)
+    }
+
+    /// Lists the files a scan would read now (skipped ones included), or
+    /// gives the listing [`ImageTable::listed`] took.
     pub async fn file_keys(&self, state: &dyn Session) -> Result<Vec<FileKey>> {
         Ok(self
             .list_all(state)
@@ -224,6 +241,9 @@ impl ImageTable {
     }
 
     async fn list_all(&self, state: &dyn Session) -> Result<Vec<ImageFile>> {
+        if let Some(listing) = &self.listing {
+            return Ok(listing.as_ref().clone());
+        }
         let session_extra = ClipOptions::from_config(state.config_options()).extra_extensions;
         let mut files = Vec::new();
         for url in &self.locations {
@@ -412,4 +432,47 @@ pub(crate) fn factories() -> HashMap<String, Arc<dyn TableProviderFactory>> {
         "IMAGE".to_string(),
         Arc::new(ImageTableFactory) as Arc<dyn TableProviderFactory>,
     )])
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// Issue 15, item 2: one listing per run. A listed table's scans read
+    /// what it listed, not what is there by the time they plan.
+    #[tokio::test]
+    async fn a_listed_table_scans_what_it_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.jpg", "b.png"] {
+            std::fs::write(dir.path().join(name), b"not an image").unwrap();
+        }
+        let state = SessionContext::new_with_config(crate::session_config()).state();
+        let location = format!("{}/", dir.path().display());
+        let table = ImageTable::try_new(&[location], Vec::new(), Vec::new()).unwrap();
+        let listed = table.clone().listed(&state).await.unwrap();
+        std::fs::write(dir.path().join("c.jpg"), b"added after the listing").unwrap();
+
+        assert_eq!(listed.file_keys(&state).await.unwrap().len(), 2);
+        // A new session, since DataFusion's own listing cache would answer
+        // this one's next listing from the first.
+        let fresh = || SessionContext::new_with_config(crate::session_config());
+        assert_eq!(table.file_keys(&fresh().state()).await.unwrap().len(), 3);
+        for (name, table, rows) in [("listed", listed, 2), ("live", table, 3)] {
+            let ctx = fresh();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+            let batches = ctx
+                .sql(&format!("SELECT count(*) FROM {name}"))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let count = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+            assert_eq!(count, rows, "{name}");
+        }
+    }
 }

@@ -20,54 +20,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbIma
 
 use crate::budget::DecodePermit;
 use crate::error::ImageError;
-
-/// Limits applied to every image before and during decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct DecodeLimits {
-    /// Largest accepted width × height. Defaults to PIL's `MAX_IMAGE_PIXELS`
-    /// (89,478,485), the bound deployed CLIP pipelines already live with.
-    pub max_pixels: u64,
-    /// Largest accepted encoded size in bytes. Defaults to 256 MiB.
-    pub max_bytes: u64,
-    /// Decode a JPEG at a reduced size (libjpeg's DCT scaling by 1/2, 1/4 or
-    /// 1/8) when its shorter side stays at least as long as the model's
-    /// resize target: several times less decoding for large photos, with
-    /// embeddings that differ slightly from a full decode's (BENCHMARKS.md
-    /// measures by how much). Off by default: the default is transformers'
-    /// pixels. [`decode_rgb`] alone, which knows no target, ignores it.
-    pub fast_jpeg: bool,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        Self {
-            max_pixels: 89_478_485,
-            max_bytes: 256 * 1024 * 1024,
-            fast_jpeg: false,
-        }
-    }
-}
-
-impl DecodeLimits {
-    /// Sets [`DecodeLimits::max_pixels`].
-    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
-        self.max_pixels = max_pixels;
-        self
-    }
-
-    /// Sets [`DecodeLimits::max_bytes`].
-    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
-        self.max_bytes = max_bytes;
-        self
-    }
-
-    /// Sets [`DecodeLimits::fast_jpeg`].
-    pub fn with_fast_jpeg(mut self, fast_jpeg: bool) -> Self {
-        self.fast_jpeg = fast_jpeg;
-        self
-    }
-}
+use crate::options::DecodeLimits;
 
 fn format_name(format: Option<ImageFormat>) -> String {
     format.map_or_else(

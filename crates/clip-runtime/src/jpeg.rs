@@ -25,8 +25,8 @@ use image::metadata::Orientation;
 use mozjpeg::{Decompress, Format, Marker};
 
 use crate::budget::DecodePermit;
-use crate::decode::DecodeLimits;
 use crate::error::ImageError;
+use crate::options::DecodeLimits;
 
 /// A byte slice reader that notes when the decoder reads past its end.
 struct EndTracking<'a> {

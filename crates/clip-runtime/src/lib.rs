@@ -45,14 +45,14 @@ mod tower;
 pub use budget::{
     BYTES_PER_PIXEL, DEFAULT_DECODE_MEMORY, DecodePermit, decode_memory, decode_memory_in_use,
 };
-pub use decode::{DecodeLimits, decode_rgb, decode_rgb_at_least, decode_rgb_budgeted};
+pub use decode::{decode_rgb, decode_rgb_at_least, decode_rgb_budgeted};
 pub use error::{ClipError, ImageError, MAX_REASON_CHARS, Result, printable_reason};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
     ClipModel, ConfigDefaults, DEFAULT_MAX_MODELS, Embedding, ModelConfig, ModelFamily,
     TEXT_CACHE_CAPACITY, TextPadding, available_dtypes, load_shared, loaded_models,
 };
-pub use options::{Dtype, GraphOptimization, ModelOptions};
+pub use options::{DecodeLimits, Dtype, GraphOptimization, ModelOptions};
 pub use prepare::{PixelValues, image_error, prepare_image};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};

@@ -1,4 +1,5 @@
-//! Options that pick a model's files and shape its ONNX sessions.
+//! Options that pick a model's files and shape its ONNX sessions, and the
+//! limits every image is decoded under.
 
 use std::fmt;
 use std::str::FromStr;
@@ -175,6 +176,54 @@ impl ModelOptions {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / self.sessions.max(1)).max(1)
+    }
+}
+
+/// Limits applied to every image before and during decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DecodeLimits {
+    /// Largest accepted width × height. Defaults to PIL's `MAX_IMAGE_PIXELS`
+    /// (89,478,485), the bound deployed CLIP pipelines already live with.
+    pub max_pixels: u64,
+    /// Largest accepted encoded size in bytes. Defaults to 256 MiB.
+    pub max_bytes: u64,
+    /// Decode a JPEG at a reduced size (libjpeg's DCT scaling by 1/2, 1/4 or
+    /// 1/8) when its shorter side stays at least as long as the model's
+    /// resize target: several times less decoding for large photos, with
+    /// embeddings that differ slightly from a full decode's (BENCHMARKS.md
+    /// measures by how much). Off by default: the default is transformers'
+    /// pixels. [`crate::decode_rgb`] alone, which knows no target, ignores it.
+    pub fast_jpeg: bool,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 89_478_485,
+            max_bytes: 256 * 1024 * 1024,
+            fast_jpeg: false,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Sets [`DecodeLimits::max_pixels`].
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
+        self.max_pixels = max_pixels;
+        self
+    }
+
+    /// Sets [`DecodeLimits::max_bytes`].
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`DecodeLimits::fast_jpeg`].
+    pub fn with_fast_jpeg(mut self, fast_jpeg: bool) -> Self {
+        self.fast_jpeg = fast_jpeg;
+        self
     }
 }
 

@@ -9,8 +9,9 @@
 
 use image::RgbImage;
 
-use crate::decode::{DecodeLimits, decode_rgb, decode_rgb_budgeted};
+use crate::decode::{decode_rgb, decode_rgb_budgeted};
 use crate::error::ImageError;
+use crate::options::DecodeLimits;
 use crate::preprocess::PreprocessConfig;
 
 /// One preprocessed image: CHW `f32` values, and their height and width.

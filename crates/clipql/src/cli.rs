@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use clip_runtime::Dtype;
 use datafusion_clip::OnError;
 
-use crate::commands::cluster;
 use crate::output::OutputFormat;
 
 /// Run CLIP zero-shot image classification over image collections with SQL.
@@ -34,9 +33,9 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
     /// Run a Ballista scheduler with ClipQL: clients send it queries with --cluster.
-    Scheduler(cluster::SchedulerArgs),
+    Scheduler(SchedulerArgs),
     /// Run a Ballista executor with ClipQL: it registers with a scheduler and runs tasks.
-    Executor(cluster::ExecutorArgs),
+    Executor(ExecutorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,4 +216,49 @@ pub(crate) struct SqlArgs {
     /// `clipql scheduler`).
     #[arg(long, value_name = "df://HOST:PORT", env = "CLIPQL_CLUSTER")]
     pub(crate) cluster: Option<String>,
+}
+
+/// `clipql scheduler`.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    pub(crate) ballista: ballista_scheduler::config::Config,
+
+    /// A model (folder or HF repo id) to pull at start, so the scheduler can plan queries
+    /// whose clip.model names it. A repo id is pulled into this machine's HF cache.
+    #[arg(long, env = "CLIPQL_MODEL")]
+    pub(crate) model: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+/// What the scheduler and an executor both take.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Which tower files to pull with --model.
+    #[arg(long, default_value_t = Dtype::Fp32)]
+    pub(crate) dtype: Dtype,
+
+    /// Allow a --bind-host other than loopback. Ballista 55 has no authentication: anyone
+    /// who reaches the ports can run queries that read what this process can read, with its
+    /// credentials. Use only on a private network that only trusted clients reach.
+    #[arg(long)]
+    pub(crate) allow_unauthenticated: bool,
+}
+
+/// `clipql executor`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecutorArgs {
+    #[command(flatten)]
+    pub(crate) ballista: ballista_executor::config::Config,
+
+    /// The model (folder or HF repo id) for queries that do not set clip.model. A repo id is
+    /// pulled into this machine's HF cache at start; the towers load on the first task and
+    /// stay loaded.
+    #[arg(long, env = "CLIPQL_MODEL")]
+    pub(crate) model: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 }

@@ -38,6 +38,7 @@
 mod exec;
 mod functions;
 mod options;
+mod origin;
 mod planning;
 mod store;
 mod table;

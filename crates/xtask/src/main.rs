@@ -16,6 +16,8 @@
 //! Only the standard library is used, so this builds in seconds on a fresh
 //! machine before anything else.
 
+mod imports;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -276,6 +278,14 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn lint() -> Result<(), String> {
+    let found = imports::workspace_loops();
+    if !found.is_empty() {
+        return Err(format!(
+            "modules that import each other: {}; move what both need into a module of \
+             its own (see docs/ARCHITECTURE.md)",
+            found.join("; ")
+        ));
+    }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",

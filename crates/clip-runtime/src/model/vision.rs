@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use super::{ClipModel, Embedding};
-use crate::decode::DecodeLimits;
 use crate::error::{ImageError, Result};
 use crate::metrics::{Event, timed};
+use crate::options::DecodeLimits;
 use crate::prepare::{PixelValues, prepare_image};
 use crate::tower::float_tensor;
 

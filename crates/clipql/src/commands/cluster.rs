@@ -10,55 +10,11 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use clap::Args;
 use clip_runtime::Dtype;
 use datafusion::error::DataFusionError;
 use tracing_subscriber::EnvFilter;
 
-/// `clipql scheduler`.
-#[derive(Debug, Args)]
-pub struct SchedulerArgs {
-    #[command(flatten)]
-    ballista: ballista_scheduler::config::Config,
-
-    /// A model (folder or HF repo id) to pull at start, so the scheduler can plan queries
-    /// whose clip.model names it. A repo id is pulled into this machine's HF cache.
-    #[arg(long, env = "CLIPQL_MODEL")]
-    model: Option<String>,
-
-    #[command(flatten)]
-    node: NodeArgs,
-}
-
-/// What the scheduler and an executor both take.
-#[derive(Debug, Args)]
-pub struct NodeArgs {
-    /// Which tower files to pull with --model.
-    #[arg(long, default_value_t = Dtype::Fp32)]
-    dtype: Dtype,
-
-    /// Allow a --bind-host other than loopback. Ballista 55 has no authentication: anyone
-    /// who reaches the ports can run queries that read what this process can read, with its
-    /// credentials. Use only on a private network that only trusted clients reach.
-    #[arg(long)]
-    allow_unauthenticated: bool,
-}
-
-/// `clipql executor`.
-#[derive(Debug, Args)]
-pub struct ExecutorArgs {
-    #[command(flatten)]
-    ballista: ballista_executor::config::Config,
-
-    /// The model (folder or HF repo id) for queries that do not set clip.model. A repo id is
-    /// pulled into this machine's HF cache at start; the towers load on the first task and
-    /// stay loaded.
-    #[arg(long, env = "CLIPQL_MODEL")]
-    model: Option<String>,
-
-    #[command(flatten)]
-    node: NodeArgs,
-}
+use crate::cli::{ExecutorArgs, SchedulerArgs};
 
 fn ballista(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))

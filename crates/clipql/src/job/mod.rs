@@ -20,7 +20,6 @@
 //! printed to stdout (already held in memory) is sorted by path.
 
 mod query;
-pub(crate) mod resume;
 mod settings;
 mod sources;
 mod summary;
@@ -35,10 +34,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 
+use crate::output::resume::{Previous, SETTINGS_KEY};
 use crate::output::sink::Output;
 use crate::session;
 use query::{output_schema, plan_task};
-use resume::{Previous, SETTINGS_KEY};
 use settings::job_settings;
 use sources::register_sources;
 pub use summary::Summary;

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_clip::{FileKey, ImageTable};
 
 use super::Job;
-use super::resume::Previous;
+use crate::output::resume::Previous;
 
 fn is_parquet_source(source: &str) -> bool {
     let lower = source.to_ascii_lowercase();

@@ -1,8 +1,9 @@
-//! Every format ClipQL writes results in, and the writers: [`print`] for
+//! Every format ClipQL writes results in, and the writers: [`print`](mod@print) for
 //! results printed on stdout (`clipql sql`, a batch job without
 //! `--output`), [`sink`] for a batch job's `--output` file.
 
 pub(crate) mod print;
+pub(crate) mod resume;
 pub(crate) mod sink;
 
 use std::path::Path;

@@ -14,7 +14,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 
 use super::OutputFormat;
-use crate::job::resume::Journal;
+use super::resume::{Access, Journal, create_beside, remove_orphan_partials};
 
 /// The output file, written under a temporary name and renamed into place
 /// only when complete, so a crash never leaves a half file that looks whole.
@@ -44,11 +44,7 @@ impl Output {
             });
         };
         let format = OutputFormat::from_path(target)?;
-        let (file, temp) = crate::job::resume::create_beside(
-            target,
-            ".partial",
-            crate::job::resume::Access::Umask,
-        )?;
+        let (file, temp) = create_beside(target, ".partial", Access::Umask)?;
         let sink = match format {
             OutputFormat::Parquet => {
                 Sink::Parquet(ArrowWriter::try_new(file, Arc::clone(schema), None)?)
@@ -130,7 +126,7 @@ impl Output {
                     target.display()
                 ))
             })?;
-            crate::job::resume::remove_orphan_partials(&target);
+            remove_orphan_partials(&target);
             if let Some(journal) = self.journal {
                 journal.remove_all(&target);
             }

@@ -10,7 +10,7 @@ use datafusion::logical_expr::ColumnarValue;
 
 use super::args::{RowEmbedding, binary_rows};
 use crate::options::{ClipOptions, OnError};
-use crate::table::origin::image_source;
+use crate::origin::image_source;
 
 /// Embeds every row's image. A scalar image is embedded once and shared.
 pub(crate) fn embed_image_rows(

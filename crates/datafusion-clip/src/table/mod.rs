@@ -18,7 +18,6 @@
 //! `extra_extensions` adds more. A file is never split, and a query that does
 //! not select `image` never reads file contents.
 
-pub(crate) mod origin;
 pub(crate) mod scan;
 
 use std::collections::{HashMap, HashSet};

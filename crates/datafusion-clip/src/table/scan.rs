@@ -47,7 +47,7 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
 use crate::ClipOptions;
-use crate::table::origin::image_column;
+use crate::origin::image_column;
 
 /// The most file bytes one batch reads, unless one file alone needs more.
 ///

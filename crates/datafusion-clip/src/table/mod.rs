@@ -18,6 +18,8 @@
 //! `extra_extensions` adds more. A file is never split, and a query that does
 //! not select `image` never reads file contents.
 
+pub(crate) mod listing;
+mod read;
 pub(crate) mod scan;
 
 use std::collections::{HashMap, HashSet};
@@ -38,7 +40,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
 use crate::options::ClipOptions;
-use crate::table::scan::{ImageFile, ImageScanExec, select_files};
+use crate::table::listing::{ImageFile, select_files};
+use crate::table::scan::ImageScanExec;
 
 /// File extensions an IMAGE table lists by default.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];

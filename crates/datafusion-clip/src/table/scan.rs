@@ -26,16 +26,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
-    UInt64Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, DataFusionError, Result, exec_err, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -44,10 +40,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 
+use super::listing::{ImageFile, listing_batch, listing_schema};
+use super::read::read_batch;
 use crate::ClipOptions;
-use crate::origin::image_column;
 
 /// The most file bytes one batch reads, unless one file alone needs more.
 ///
@@ -55,129 +51,6 @@ use crate::origin::image_column;
 /// large the files are, and keeps a batch's `image` column well under the
 /// 2 GiB that one `Binary` column can hold.
 pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
-
-/// Index of the `size` column in the table schema and the listing.
-const SIZE: usize = 2;
-/// Index of the `image` column in the table schema.
-const IMAGE: usize = 4;
-/// Index of the `read_error` column in the table schema: the last of the
-/// two columns that only reading the files gives.
-const READ_ERROR: usize = 5;
-
-/// The listing's extra columns, after the table's columns less `image`:
-/// the object store URL and the location within it.
-const STORE_COLUMN: &str = "__clipql_store";
-const LOCATION_COLUMN: &str = "__clipql_location";
-
-/// One listed file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageFile {
-    /// Full URL (`file:///...`, `s3://bucket/...`).
-    pub url: String,
-    /// File name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modified, microseconds since the epoch (UTC).
-    pub modified: i64,
-    /// Location within its object store.
-    pub location: object_store::path::Path,
-    /// The object store it lives in.
-    pub store: ObjectStoreUrl,
-    /// Values of the declared partition columns.
-    pub partition_values: Vec<Option<String>>,
-}
-
-impl ImageFile {
-    /// Which version of which file this is.
-    pub fn key(&self) -> crate::FileKey {
-        crate::FileKey {
-            path: self.url.clone(),
-            size: self.size,
-            modified: self.modified,
-        }
-    }
-}
-
-/// The listing's schema for a table schema: every column but `image` and
-/// `read_error`, then the store and location.
-fn listing_schema(table_schema: &Schema) -> SchemaRef {
-    let mut fields: Vec<Field> = table_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(IMAGE..=READ_ERROR).contains(i))
-        .map(|(_, f)| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(STORE_COLUMN, DataType::Utf8, false));
-    fields.push(Field::new(LOCATION_COLUMN, DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// The listing rows of `files`, as one record batch.
-fn listing_batch(files: &[ImageFile], schema: &SchemaRef) -> Result<RecordBatch> {
-    let partition_cols = schema.fields().len() - IMAGE - 2;
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            files.iter().map(|f| f.url.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            files.iter().map(|f| f.name.as_str()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(files.iter().map(|f| f.size))),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(files.iter().map(|f| f.modified))
-                .with_timezone("UTC"),
-        ),
-    ];
-    for p in 0..partition_cols {
-        columns.push(Arc::new(StringArray::from_iter(
-            files
-                .iter()
-                .map(|f| f.partition_values.get(p).cloned().flatten()),
-        )));
-    }
-    columns.push(Arc::new(StringArray::from_iter_values(
-        files.iter().map(|f| f.store.as_str()),
-    )));
-    columns.push(Arc::new(StringArray::from_iter_values(
-        files.iter().map(|f| f.location.as_ref()),
-    )));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(files.len())),
-    )?)
-}
-
-/// The files whose listing row satisfies a predicate over the table's
-/// columns other than `image`; `predicate` plans it against that schema.
-///
-/// An IMAGE table applies such `WHERE` clauses here, before any bytes are
-/// read: `WHERE label = 'cat'` reads only the cats.
-pub(crate) fn select_files(
-    files: Vec<ImageFile>,
-    table_schema: &Schema,
-    predicate: impl FnOnce(&DFSchema) -> Result<Arc<dyn PhysicalExpr>>,
-) -> Result<Vec<ImageFile>> {
-    let schema = listing_schema(table_schema);
-    let predicate = predicate(&DFSchema::try_from(Arc::clone(&schema))?)?;
-    let listing = listing_batch(&files, &schema)?;
-    let keep = predicate
-        .evaluate(&listing)?
-        .into_array(listing.num_rows())?;
-    let Some(keep) = keep.as_boolean_opt() else {
-        return internal_err!(
-            "an IMAGE table filter gave {}, not booleans",
-            keep.data_type()
-        );
-    };
-    Ok(files
-        .into_iter()
-        .zip(keep.iter())
-        .filter_map(|(file, keep)| (keep == Some(true)).then_some(file))
-        .collect())
-}
 
 /// Reads the bytes of the files its input lists, and projects the table's
 /// columns (see the module docs).
@@ -323,188 +196,6 @@ impl DisplayAs for ImageScanExec {
         }
     }
 }
-
-/// Reads at most `read_cap` bytes of an object, counting the bytes that
-/// arrive, not trusting the listing: an object that grew or was replaced by
-/// a bigger one after it was listed is still cut at the cap. Where the
-/// listing already says it is over, only the cap is asked for.
-async fn read_capped(
-    store: &dyn object_store::ObjectStore,
-    location: &object_store::path::Path,
-    listed_size: u64,
-    read_cap: u64,
-) -> object_store::Result<bytes::Bytes> {
-    if listed_size >= read_cap {
-        match store.get_range(location, 0..read_cap).await {
-            // Shorter now than listed (truncated since): the range is past
-            // its end. Read what is there, still no further than the cap.
-            Err(e) if is_range_error(&e) => {}
-            other => return other,
-        }
-    }
-    let mut stream = store.get(location).await?.into_stream();
-    let mut chunks: Vec<bytes::Bytes> = Vec::new();
-    let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        let room = read_cap - total;
-        let chunk = if chunk.len() as u64 > room {
-            chunk.slice(..room as usize)
-        } else {
-            chunk
-        };
-        total += chunk.len() as u64;
-        chunks.push(chunk);
-        if total >= read_cap {
-            break;
-        }
-    }
-    Ok(match <[bytes::Bytes; 1]>::try_from(chunks) {
-        // One chunk (a local file, a small object) is used without a copy.
-        Ok([one]) => one,
-        Err(chunks) => {
-            let mut all = Vec::with_capacity(total as usize);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            bytes::Bytes::from(all)
-        }
-    })
-}
-
-/// Whether a ranged read failed because the range is past the object's end
-/// (the local store's "out of range", HTTP 416 "range not satisfiable").
-fn is_range_error(e: &object_store::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        let text = err.to_string().to_ascii_lowercase();
-        if text.contains("out of range")
-            || text.contains("range not satisfiable")
-            || text.contains("requested range")
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// The reason to give one row, when reading its object failed in a way
-/// that no retry mends and that concerns that object alone: it is gone, or
-/// this reader may not read it. Anything else (the store down, every retry
-/// spent, a refused connection) is `None`, and fails the query.
-fn lasting_object_error(e: &object_store::Error) -> Option<&'static str> {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => return Some(VANISHED),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return Some(ACCESS_DENIED),
-        _ => {}
-    }
-    // The local store reports a failed open as a generic error around the
-    // operating system's. Only there: an OS error deep inside a network
-    // store's error (a firewall making `connect` fail with EPERM) is an
-    // outage, not this file's permissions.
-    let E::Generic {
-        store: "LocalFileSystem",
-        ..
-    } = e
-    else {
-        return None;
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::NotFound => return Some(VANISHED),
-                std::io::ErrorKind::PermissionDenied => return Some(ACCESS_DENIED),
-                _ => {}
-            }
-        }
-        source = err.source();
-    }
-    None
-}
-
-/// The reason for a listed file that is not there when read.
-pub const VANISHED: &str = "file vanished after listing (not found when read)";
-/// The reason for a listed file this process may not read.
-pub const ACCESS_DENIED: &str = "access denied when reading the file";
-
-/// The output batch for one batch of listing rows. A file is read no
-/// further than `read_cap` bytes (`clip.max_image_bytes + 1`): one over the
-/// limit only far enough for the functions to see that it is, never whole.
-/// With `strict` (`clip.on_error = 'fail'`), a file that cannot be read
-/// fails the query; otherwise its row gets `read_error`.
-async fn read_batch(
-    listing: RecordBatch,
-    schema: SchemaRef,
-    projection: Vec<usize>,
-    read_cap: u64,
-    strict: bool,
-    context: Arc<TaskContext>,
-) -> Result<RecordBatch> {
-    let n = listing.num_columns();
-    let urls = listing.column(0).as_string::<i32>().clone();
-    let reads = projection.iter().any(|i| (IMAGE..=READ_ERROR).contains(i));
-    let contents: Option<(ArrayRef, ArrayRef)> = if reads {
-        let sizes = listing.column(SIZE).as_primitive::<UInt64Type>();
-        let stores = listing.column(n - 2).as_string::<i32>();
-        let locations = listing.column(n - 1).as_string::<i32>();
-        let reads = (0..listing.num_rows()).map(|row| {
-            let context = Arc::clone(&context);
-            let url = urls.value(row).to_string();
-            let size = sizes.value(row);
-            let store = stores.value(row).to_string();
-            let location = locations.value(row).to_string();
-            async move {
-                let store = context
-                    .runtime_env()
-                    .object_store(ObjectStoreUrl::parse(&store)?)?;
-                let location = object_store::path::Path::parse(&location)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                match read_capped(store.as_ref(), &location, size, read_cap).await {
-                    Ok(bytes) => Ok(Ok(bytes)),
-                    Err(e) => match lasting_object_error(&e) {
-                        Some(reason) if strict => exec_err!(
-                            "{}: {reason}. SET clip.on_error = 'null' to get a NULL image \
-                             for such files instead, and the reason in read_error",
-                            clip_runtime::printable_reason(&url)
-                        ),
-                        // This row only: the query goes on.
-                        Some(reason) => Ok(Err(reason)),
-                        None => Err(DataFusionError::from(e).context(format!("reading {url}"))),
-                    },
-                }
-            }
-        });
-        let read = futures::future::try_join_all(reads).await?;
-        let reasons: StringArray = read.iter().map(|r| r.as_ref().err().copied()).collect();
-        let urls = urls.iter().map(|u| u.unwrap_or_default().to_string());
-        let images = image_column(urls.collect(), read.into_iter().map(Result::ok).collect())?;
-        Some((images, Arc::new(reasons)))
-    } else {
-        None
-    };
-    let columns = projection
-        .iter()
-        .map(|&i| match (i, &contents) {
-            (IMAGE, Some((images, _))) => Ok(Arc::clone(images)),
-            (READ_ERROR, Some((_, reasons))) => Ok(Arc::clone(reasons)),
-            (IMAGE | READ_ERROR, None) => {
-                Err(DataFusionError::Internal("file contents not read".into()))
-            }
-            // The listing has every other column, in table order.
-            (i, _) if i < IMAGE => Ok(Arc::clone(listing.column(i))),
-            (i, _) => Ok(Arc::clone(listing.column(i - 2))),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        schema,
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(listing.num_rows())),
-    )?)
-}
-
 impl ExecutionPlan for ImageScanExec {
     fn name(&self) -> &'static str {
         "ImageScanExec"
@@ -572,7 +263,11 @@ impl ExecutionPlan for ImageScanExec {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+
     use super::*;
+    use crate::table::read::VANISHED;
 
     fn file(i: usize) -> ImageFile {
         ImageFile {
@@ -752,38 +447,5 @@ mod tests {
             .to_string();
         assert!(err.contains(VANISHED), "{err}");
         assert!(err.contains("a.jpg"), "{err}");
-    }
-
-    #[test]
-    fn only_lasting_per_object_errors_become_a_row_reason() {
-        let denied = object_store::Error::PermissionDenied {
-            path: "x".into(),
-            source: "403".into(),
-        };
-        assert_eq!(lasting_object_error(&denied), Some(ACCESS_DENIED));
-        let local = object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
-        };
-        assert_eq!(lasting_object_error(&local), Some(ACCESS_DENIED));
-        let gone = object_store::Error::NotFound {
-            path: "x".into(),
-            source: "404".into(),
-        };
-        assert_eq!(lasting_object_error(&gone), Some(VANISHED));
-        // An OS permission error inside a network store's error (EPERM
-        // from connect, a firewall) is an outage (issue 26, item 8).
-        let firewalled = object_store::Error::Generic {
-            store: "S3",
-            source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
-        };
-        assert_eq!(lasting_object_error(&firewalled), None);
-        // The store itself failing (retries spent, connection refused) fails
-        // the query.
-        let outage = object_store::Error::Generic {
-            store: "S3",
-            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
-        };
-        assert_eq!(lasting_object_error(&outage), None);
     }
 }

@@ -13,9 +13,12 @@
 //! `HF_HOME` defaults to `~/.cache/huggingface`; `HF_HUB_CACHE` overrides the
 //! `hub` folder itself, as in `huggingface_hub`.
 
+mod blob;
+mod errors;
 mod pull;
+mod record;
 
-pub use pull::{DEFAULT_MODEL, PullReport, PulledFile, endpoint, ensure_model, offline, pull};
+pub use pull::{DEFAULT_MODEL, PullReport, PulledFile, ensure_model, pull};
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +110,30 @@ pub fn cached_models() -> Vec<CachedModel> {
         .collect();
     models.sort_by(|a, b| a.repo_id.cmp(&b.repo_id));
     models
+}
+
+/// The public hub, unless `HF_ENDPOINT` says otherwise.
+const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// `HF_HUB_OFFLINE` as `huggingface_hub` reads it (`1`, `ON`, `YES`, `TRUE`).
+pub fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_uppercase().as_str(),
+            "1" | "ON" | "YES" | "TRUE"
+        )
+    })
+}
+
+/// The hub's base URL: `HF_ENDPOINT`, else `https://huggingface.co`.
+pub fn endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .map_or_else(
+            || DEFAULT_ENDPOINT.to_string(),
+            |e| e.trim().trim_end_matches('/').to_string(),
+        )
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub use functions::{
 pub use options::{ClipOptions, OnError};
 pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};
 pub use table::listing::ImageFile;
+pub use table::read::ReadSettings;
 pub use table::scan::{ImageScanExec, MAX_BATCH_BYTES};
 pub use table::{
     FileKey, IMAGE_EXTENSIONS, ImageTable, ImageTableFactory, READ_ERROR_COLUMN, ReadImages,

@@ -55,11 +55,12 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::{Deserialize, Serialize};
 
 use crate::exec::metrics::ClipMetricsExec;
+use crate::table::read::ReadSettings;
 use crate::table::scan::ImageScanExec;
 use crate::table::{FileKey, ImageTable, image_schema};
 
 /// Leads every payload of ours; the digit is the wire version.
-const TAG: &[u8] = b"\xffclipql1";
+const TAG: &[u8] = b"\xffclipql2";
 
 /// What our payloads hold.
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,6 +90,10 @@ struct LocationWire {
 struct ScanWire {
     partition_cols: Vec<String>,
     projection: Vec<usize>,
+    /// As planned ([`ReadSettings`]): an executor reads as the scheduler
+    /// planned, whatever its own defaults.
+    max_image_bytes: u64,
+    strict: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,6 +192,8 @@ fn encode_scan(scan: &ImageScanExec) -> Node {
             .map(|f| f.name().clone())
             .collect(),
         projection: scan.projection().to_vec(),
+        max_image_bytes: scan.read_settings().max_image_bytes,
+        strict: scan.read_settings().strict,
     })
 }
 
@@ -330,6 +337,10 @@ impl PhysicalExtensionCodec for ClipPhysicalCodec {
                     Arc::clone(input),
                     image_schema(&wire.partition_cols),
                     Some(wire.projection),
+                    ReadSettings {
+                        max_image_bytes: wire.max_image_bytes,
+                        strict: wire.strict,
+                    },
                 )?)),
                 _ => plan_err!("ImageScanExec has one input, the plan has {}", inputs.len()),
             },
@@ -430,6 +441,7 @@ impl PhysicalExtensionCodec for ClipPhysicalCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::AsArray;
     use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::SessionContext;
     use datafusion_proto::bytes::{
@@ -497,6 +509,61 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 14);
+    }
+
+    /// Issue 15, item 2: a scan reads as it was planned. Its read settings
+    /// travel in the plan, and a process with other options (here the
+    /// defaults) runs it with the planner's.
+    #[tokio::test]
+    async fn a_scan_reads_as_planned_wherever_it_runs() {
+        let planner = context();
+        planner
+            .sql("SET clip.max_image_bytes = 1234")
+            .await
+            .unwrap();
+        planner.sql("SET clip.on_error = 'fail'").await.unwrap();
+        let table = ImageTable::try_new(&[PHOTOS.to_string()], vec![], vec![]).unwrap();
+        planner.register_table("images", Arc::new(table)).unwrap();
+        let physical = planner
+            .sql("SELECT name, image FROM images")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let codec = ClipPhysicalCodec::new(Arc::new(DefaultPhysicalExtensionCodec {}));
+        let bytes = physical_plan_to_bytes_with_extension_codec(physical, &codec).unwrap();
+        let executor = context();
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &executor.task_ctx(), &codec)
+                .unwrap();
+        fn scan_of(plan: &Arc<dyn ExecutionPlan>) -> Option<ReadSettings> {
+            plan.downcast_ref::<ImageScanExec>()
+                .map(ImageScanExec::read_settings)
+                .or_else(|| plan.children().into_iter().find_map(scan_of))
+        }
+        assert_eq!(
+            scan_of(&decoded),
+            Some(ReadSettings {
+                max_image_bytes: 1234,
+                strict: true
+            })
+        );
+        // Files are read one byte past the planned cap, not the executor's
+        // 256 MiB default.
+        let lengths: Vec<usize> = collect(decoded, executor.task_ctx())
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let images = b.column(1).as_binary::<i32>();
+                (0..b.num_rows())
+                    .map(|r| images.value(r).len())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(lengths.len(), 14);
+        assert!(lengths.iter().all(|&n| n == 1235), "{lengths:?}");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@
 //! not select `image` never reads file contents.
 
 pub(crate) mod listing;
-mod read;
+pub(crate) mod read;
 pub(crate) mod scan;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +41,7 @@ use futures::TryStreamExt;
 
 use crate::options::ClipOptions;
 use crate::table::listing::{ImageFile, select_files};
+use crate::table::read::ReadSettings;
 use crate::table::scan::ImageScanExec;
 
 /// File extensions an IMAGE table lists by default.
@@ -338,7 +339,7 @@ impl TableProvider for ImageTable {
             projection.cloned(),
             partitions,
             options.batch_size,
-            options.max_image_bytes,
+            ReadSettings::from_options(&options),
         )?))
     }
 }

@@ -14,6 +14,40 @@ use object_store::ObjectStoreExt;
 
 use super::listing::{IMAGE, READ_ERROR, SIZE};
 use crate::origin::image_column;
+use crate::{ClipOptions, OnError};
+
+/// How a scan reads its files: decided once, when the scan is planned (from
+/// `clip.max_image_bytes` and `clip.on_error`), and carried with the plan to
+/// whichever process runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSettings {
+    /// `clip.max_image_bytes`: a file is read no further than one byte past it.
+    pub max_image_bytes: u64,
+    /// `clip.on_error = 'fail'`: a file that cannot be read fails the query,
+    /// naming it; otherwise its row gets a `read_error`.
+    pub strict: bool,
+}
+
+impl ReadSettings {
+    /// The settings `options` give.
+    pub fn from_options(options: &ClipOptions) -> Self {
+        Self {
+            max_image_bytes: options.max_image_bytes,
+            strict: options.on_error == OnError::Fail,
+        }
+    }
+
+    /// The most bytes read of one file.
+    pub(super) fn read_cap(&self) -> u64 {
+        self.max_image_bytes.saturating_add(1)
+    }
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        Self::from_options(&ClipOptions::default())
+    }
+}
 
 /// Reads at most `read_cap` bytes of an object, counting the bytes that
 /// arrive, not trusting the listing: an object that grew or was replaced by

@@ -42,8 +42,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::listing::{ImageFile, listing_batch, listing_schema};
-use super::read::read_batch;
-use crate::ClipOptions;
+use super::read::{ReadSettings, read_batch};
 
 /// The most file bytes one batch reads, unless one file alone needs more.
 ///
@@ -61,6 +60,7 @@ pub struct ImageScanExec {
     projection: Vec<usize>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    read: ReadSettings,
 }
 
 /// Cuts `files` into batches of at most `rows` files whose reads (each at
@@ -86,20 +86,19 @@ fn batches(files: &[ImageFile], rows: usize, read_cap: u64) -> Vec<&[ImageFile]>
 impl ImageScanExec {
     /// Deals `files` into at most `target_partitions` contiguous groups of
     /// batches of `batch_rows` files (fewer where they total more than
-    /// [`MAX_BATCH_BYTES`]), and scans them. `max_image_bytes` is
-    /// `clip.max_image_bytes`: a file is read no further than one byte past it.
+    /// [`MAX_BATCH_BYTES`]), and scans them as `read` says.
     pub fn try_new(
         files: Vec<ImageFile>,
         table_schema: SchemaRef,
         projection: Option<Vec<usize>>,
         target_partitions: usize,
         batch_rows: usize,
-        max_image_bytes: u64,
+        read: ReadSettings,
     ) -> Result<Self> {
         let n = target_partitions.clamp(1, files.len().max(1));
         let per = files.len().div_ceil(n).max(1);
         let listing = listing_schema(&table_schema);
-        let read_cap = max_image_bytes.saturating_add(1);
+        let read_cap = read.read_cap();
         let mut partitions: Vec<Vec<RecordBatch>> = files
             .chunks(per)
             .map(|group| {
@@ -111,7 +110,7 @@ impl ImageScanExec {
             .collect::<Result<_>>()?;
         partitions.resize_with(n, Vec::new);
         let input = MemorySourceConfig::try_new_exec(&partitions, listing, None)?;
-        Self::try_with_input(input, table_schema, projection)
+        Self::try_with_input(input, table_schema, projection, read)
     }
 
     /// Reads what `input` lists (rows of the listing schema that
@@ -120,6 +119,7 @@ impl ImageScanExec {
         input: Arc<dyn ExecutionPlan>,
         table_schema: SchemaRef,
         projection: Option<Vec<usize>>,
+        read: ReadSettings,
     ) -> Result<Self> {
         let expected = listing_schema(&table_schema);
         if input.schema().fields() != expected.fields() {
@@ -145,6 +145,7 @@ impl ImageScanExec {
             projection,
             schema,
             properties,
+            read,
         })
     }
 
@@ -168,6 +169,11 @@ impl ImageScanExec {
     /// The unprojected table schema.
     pub fn table_schema(&self) -> &SchemaRef {
         &self.table_schema
+    }
+
+    /// How it reads its files, as planned.
+    pub fn read_settings(&self) -> ReadSettings {
+        self.read
     }
 
     /// Indices of the projected columns in the table schema.
@@ -225,6 +231,7 @@ impl ExecutionPlan for ImageScanExec {
                 input,
                 Arc::clone(&self.table_schema),
                 Some(self.projection.clone()),
+                self.read,
             )?)),
             Err(children) => internal_err!("ImageScanExec has one input, got {}", children.len()),
         }
@@ -238,10 +245,9 @@ impl ExecutionPlan for ImageScanExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
-        let options = ClipOptions::from_config(context.session_config().options());
-        let read_cap = options.max_image_bytes.saturating_add(1);
+        let read_cap = self.read.read_cap();
         // Strict mode: an unreadable file fails the query here.
-        let strict = options.on_error == crate::OnError::Fail;
+        let strict = self.read.strict;
         let stream =
             input
                 .map(move |listing| {
@@ -312,7 +318,18 @@ mod tests {
     async fn every_file_once_in_batches_of_batch_rows() {
         let files: Vec<_> = (0..10).map(file).collect();
         let schema = crate::image_schema(&["label".to_string()]);
-        let scan = ImageScanExec::try_new(files, schema, Some(vec![1, 6]), 3, 2, u64::MAX).unwrap();
+        let scan = ImageScanExec::try_new(
+            files,
+            schema,
+            Some(vec![1, 6]),
+            3,
+            2,
+            ReadSettings {
+                max_image_bytes: u64::MAX,
+                strict: false,
+            },
+        )
+        .unwrap();
         assert_eq!(scan.file_count(), 10);
         let ctx = Arc::new(TaskContext::default());
         let mut names = Vec::new();

@@ -3221,3 +3221,41 @@ fn a_pull_verifies_every_file_and_never_mixes_commits() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(bodies(&hub), ["onnx/model.onnx"]);
 }
+
+/// Issue 15, item 6: a model of a family ClipQL does not run is refused at
+/// load, by `model info` and by a job, naming the families that run; not
+/// scored by CLIP's rule.
+#[test]
+fn a_model_of_another_family_is_refused_naming_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&root().join("tests/fixtures/model"), &model);
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    let siglip = config.replacen("\"model_type\": \"clip\"", "\"model_type\": \"siglip\"", 1);
+    assert_ne!(
+        config, siglip,
+        "the fixture's config.json names its model_type"
+    );
+    std::fs::write(model.join("config.json"), siglip).unwrap();
+    let m = model.to_str().unwrap();
+    for args in [
+        vec!["model", "info", m],
+        vec![
+            "classify",
+            "tests/fixtures/photos/chelsea.jpg",
+            "--model",
+            m,
+            "--labels",
+            "cat",
+            "dog",
+        ],
+    ] {
+        let o = clipql_command().args(&args).output().unwrap();
+        assert!(!o.status.success(), "{args:?}: {}", stdout(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("model_type \"siglip\" is not a family ClipQL runs (it runs: clip)"),
+            "{args:?}: {e}"
+        );
+    }
+}

@@ -43,12 +43,6 @@ impl ReadSettings {
     }
 }
 
-impl Default for ReadSettings {
-    fn default() -> Self {
-        Self::from_options(&ClipOptions::default())
-    }
-}
-
 /// Reads at most `read_cap` bytes of an object, counting the bytes that
 /// arrive, not trusting the listing: an object that grew or was replaced by
 /// a bigger one after it was listed is still cut at the cap. Where the

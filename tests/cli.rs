@@ -1225,11 +1225,11 @@ fn logit_scale_is_measured_once_per_graph_file() {
     let [entry] = entries().try_into().unwrap();
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&entry).unwrap()).unwrap();
-    let measured = json["logit_scale"].as_f64().unwrap();
+    let measured = json["logits"]["scale"].as_f64().unwrap();
     assert!((measured - 100.0).abs() < 1e-3, "{json}");
 
     // A remembered value is used as is: plant another one and see it.
-    json["logit_scale"] = 42.5.into();
+    json["logits"]["scale"] = 42.5.into();
     std::fs::write(&entry, json.to_string()).unwrap();
     assert!(info().contains("logit_scale: 42.5"), "{}", info());
 
@@ -3222,21 +3222,41 @@ fn a_pull_verifies_every_file_and_never_mixes_commits() {
     assert_eq!(bodies(&hub), ["onnx/model.onnx"]);
 }
 
-/// Issue 15, item 6: a model of a family ClipQL does not run is refused at
-/// load, by `model info` and by a job, naming the families that run; not
-/// scored by CLIP's rule.
+/// Issue 15, item 6, and issue 16: a model of a family ClipQL does not run
+/// is refused at load, by `model info` and by a job, naming the families
+/// that run (or, for a SigLIP 2 NaFlex checkpoint, what to use instead); it
+/// is never scored by another family's rule.
 #[test]
 fn a_model_of_another_family_is_refused_naming_what_runs() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     copy_dir(&root().join("tests/fixtures/model"), &model);
     let config = std::fs::read_to_string(model.join("config.json")).unwrap();
-    let siglip = config.replacen("\"model_type\": \"clip\"", "\"model_type\": \"siglip\"", 1);
-    assert_ne!(
-        config, siglip,
-        "the fixture's config.json names its model_type"
-    );
-    std::fs::write(model.join("config.json"), siglip).unwrap();
+    for (model_type, expected) in [
+        (
+            "blip",
+            "model_type \"blip\" is not a family ClipQL runs (it runs: clip, siglip)",
+        ),
+        (
+            "siglip2",
+            "model_type \"siglip2\" is not a family ClipQL runs: SigLIP 2 NaFlex checkpoints",
+        ),
+    ] {
+        let other = config.replacen(
+            "\"model_type\": \"clip\"",
+            &format!("\"model_type\": \"{model_type}\""),
+            1,
+        );
+        assert_ne!(
+            config, other,
+            "the fixture's config.json names its model_type"
+        );
+        std::fs::write(model.join("config.json"), other).unwrap();
+        check_refused(&model, expected);
+    }
+}
+
+fn check_refused(model: &Path, expected: &str) {
     let m = model.to_str().unwrap();
     for args in [
         vec!["model", "info", m],
@@ -3253,9 +3273,6 @@ fn a_model_of_another_family_is_refused_naming_what_runs() {
         let o = clipql_command().args(&args).output().unwrap();
         assert!(!o.status.success(), "{args:?}: {}", stdout(&o));
         let e = stderr(&o);
-        assert!(
-            e.contains("model_type \"siglip\" is not a family ClipQL runs (it runs: clip)"),
-            "{args:?}: {e}"
-        );
+        assert!(e.contains(expected), "{args:?}: {e}");
     }
 }

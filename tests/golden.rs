@@ -1,4 +1,5 @@
 //! Parity with HF transformers, pinned by `tests/fixtures/golden/golden.json`
+//! for CLIP and `tests/fixtures/siglip/golden/golden.json` for SigLIP
 //! (written by `tests/fixtures/generate.py` with transformers 4.57).
 //!
 //! Tolerances are the project's contract with users, not tuned to pass:
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use clip_runtime::{
     ClipModel, DecodeLimits, Dtype, ModelOptions, PreprocessConfig, argmax, decode_rgb, dot,
-    label_probabilities, load_shared,
+    load_shared,
 };
 use serde::Deserialize;
 
@@ -23,6 +24,9 @@ use serde::Deserialize;
 struct Golden {
     labels: Vec<String>,
     logit_scale: f32,
+    /// SigLIP's; CLIP has none.
+    #[serde(default)]
+    logit_bias: f32,
     tokens: Vec<TokenCase>,
     text_embeddings: Vec<Vec<f32>>,
     images: Vec<ImageCase>,
@@ -57,13 +61,38 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// A family's fixture: a model folder and the goldens transformers wrote
+/// for it.
+#[derive(Clone, Copy)]
+enum Fixture {
+    Clip,
+    Siglip,
+}
+
+impl Fixture {
+    fn root(self) -> PathBuf {
+        match self {
+            Self::Clip => fixtures(),
+            Self::Siglip => fixtures().join("siglip"),
+        }
+    }
+
+    fn model(self) -> Arc<ClipModel> {
+        load_shared(&self.root().join("model"), ModelOptions::default()).unwrap()
+    }
+
+    fn golden(self) -> Golden {
+        let text = std::fs::read_to_string(self.root().join("golden/golden.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
 fn golden() -> Golden {
-    let text = std::fs::read_to_string(fixtures().join("golden/golden.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    Fixture::Clip.golden()
 }
 
 fn model() -> Arc<ClipModel> {
-    load_shared(&fixtures().join("model"), ModelOptions::default()).unwrap()
+    Fixture::Clip.model()
 }
 
 fn photo(name: &str) -> Vec<u8> {
@@ -81,8 +110,18 @@ fn is_jpeg(file: &str) -> bool {
 
 #[test]
 fn token_ids_match_clip_tokenizer() {
-    let model = model();
-    for case in golden().tokens {
+    token_ids_match(Fixture::Clip);
+}
+
+/// SigLIP's tokenizer: lower-cased, punctuation dropped, `</s>` appended.
+#[test]
+fn token_ids_match_siglip_tokenizer() {
+    token_ids_match(Fixture::Siglip);
+}
+
+fn token_ids_match(fixture: Fixture) {
+    let model = fixture.model();
+    for case in fixture.golden().tokens {
         assert_eq!(
             model.tokenizer().encode(&case.text).unwrap(),
             case.ids,
@@ -172,10 +211,20 @@ fn long_text_is_truncated_with_eos_kept() {
 
 #[test]
 fn pixel_values_match_clip_image_processor() {
-    let model = model();
+    pixel_values_match(Fixture::Clip);
+}
+
+/// `SiglipImageProcessor`: an exact resize to 224x224, no crop.
+#[test]
+fn pixel_values_match_siglip_image_processor() {
+    pixel_values_match(Fixture::Siglip);
+}
+
+fn pixel_values_match(fixture: Fixture) {
+    let model = fixture.model();
     let mut worst = Vec::new();
-    for case in golden().pixel_values {
-        let expected: Vec<f32> = std::fs::read(fixtures().join("golden").join(&case.raw))
+    for case in fixture.golden().pixel_values {
+        let expected: Vec<f32> = std::fs::read(fixture.root().join("golden").join(&case.raw))
             .unwrap()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -219,20 +268,36 @@ fn pixel_values_match_clip_image_processor() {
 
 #[test]
 fn image_embeddings_and_probabilities_match_the_pipeline() {
-    let g = golden();
-    let model = model();
+    embeddings_and_probabilities_match(Fixture::Clip);
+}
+
+/// SigLIP's scores are a sigmoid per label, with the trained bias the probe
+/// measures from the combined graph.
+#[test]
+fn siglip_embeddings_and_sigmoid_scores_match_the_pipeline() {
+    embeddings_and_probabilities_match(Fixture::Siglip);
+}
+
+fn embeddings_and_probabilities_match(fixture: Fixture) {
+    let g = fixture.golden();
+    let model = fixture.model();
     let labels: Vec<&str> = g.labels.iter().map(String::as_str).collect();
     let text = model.embed_texts(&labels).unwrap();
     for (ours, theirs) in text.iter().zip(&g.text_embeddings) {
         let cos = dot(ours, theirs);
         assert!(cos >= 0.9999, "text embedding cosine {cos}");
     }
-    let scale = model.logit_scale().unwrap();
+    let trained = model.trained_logits().unwrap();
     assert!(
-        (scale - g.logit_scale).abs() / g.logit_scale < 1e-4,
-        "logit_scale {scale} vs {}",
-        g.logit_scale
+        (trained.scale - g.logit_scale).abs() / g.logit_scale < 1e-4
+            && (trained.bias - g.logit_bias).abs() < 1e-3,
+        "logit_scale {}, logit_bias {} vs {}, {}",
+        trained.scale,
+        trained.bias,
+        g.logit_scale,
+        g.logit_bias
     );
+    let scorer = model.scorer(None).unwrap();
 
     let files: Vec<Vec<u8>> = g.images.iter().map(|c| photo(&c.file)).collect();
     let inputs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
@@ -246,7 +311,7 @@ fn image_embeddings_and_probabilities_match_the_pipeline() {
             continue;
         }
         let cos = dot(&ours, &case.image_embedding);
-        let probs = label_probabilities(&ours, &text, scale);
+        let probs = scorer.probabilities(&ours, &text);
         let max_dp = probs
             .iter()
             .zip(&case.probabilities)

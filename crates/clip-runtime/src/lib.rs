@@ -1,13 +1,14 @@
-//! CLIP zero-shot image classification on ONNX Runtime, with no SQL.
+//! Zero-shot image classification (CLIP, SigLIP) on ONNX Runtime, with no SQL.
 //!
-//! `clip-runtime` loads a CLIP model exported in the HF / Transformers.js ONNX
-//! layout, decodes and preprocesses images the way transformers'
-//! `CLIPImageProcessor` does, tokenises text like `CLIPTokenizer`, and scores
+//! `clip-runtime` loads a model exported in the HF / Transformers.js ONNX
+//! layout, decodes and preprocesses images the way transformers' image
+//! processors do, tokenises text like the model's tokenizer, and scores
 //! images against labels as `pipeline("zero-shot-image-classification")`
-//! does: `softmax(logit_scale · cosine)`.
+//! does: for CLIP `softmax(logit_scale · cosine)`, for SigLIP
+//! `sigmoid(logit_scale · cosine + logit_bias)` per label ([`ModelFamily`]).
 //!
 //! ```
-//! use clip_runtime::{DecodeLimits, ModelOptions, argmax, label_probabilities, load_shared};
+//! use clip_runtime::{DecodeLimits, ModelOptions, argmax, load_shared};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
@@ -20,7 +21,7 @@
 //! let labels = ["a photo of a cat", "a photo of a horse"];
 //! let texts = model.embed_texts(&labels)?;
 //! let image = images[0].clone()?; // a per-image Result: bad images are not fatal
-//! let probs = label_probabilities(&image, &texts, model.logit_scale()?);
+//! let probs = model.scorer(None)?.probabilities(&image, &texts);
 //! assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 //! println!("{}", labels[argmax(&probs).unwrap()]);
 //! # Ok(()) }
@@ -49,7 +50,7 @@ pub use decode::{decode_rgb, decode_rgb_at_least, decode_rgb_budgeted};
 pub use error::{ClipError, ImageError, MAX_REASON_CHARS, Result, printable_reason};
 pub use metrics::{InferenceMetrics, ModelStats};
 pub use model::{
-    ClipModel, ConfigDefaults, DEFAULT_MAX_MODELS, Embedding, ModelConfig, ModelFamily,
+    ClipModel, ConfigDefaults, DEFAULT_MAX_MODELS, Embedding, Modality, ModelConfig, ModelFamily,
     TEXT_CACHE_CAPACITY, TextPadding, available_dtypes, load_shared, loaded_models,
 };
 pub use options::{DecodeLimits, Dtype, GraphOptimization, ModelOptions};
@@ -57,6 +58,7 @@ pub use prepare::{PixelValues, image_error, prepare_image};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};
 pub use score::{
-    Scorer, ScoringRule, argmax, dot, l2_normalize, label_probabilities, ranked, softmax, top_k,
+    Scorer, ScoringRule, TrainedLogits, argmax, dot, l2_normalize, label_probabilities, ranked,
+    sigmoid, softmax, top_k,
 };
 pub use tokenize::{TextTokenizer, TokenBatch};

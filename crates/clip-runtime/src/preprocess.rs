@@ -90,7 +90,7 @@ pub struct PreprocessConfig {
 }
 
 /// Either `224` or `{"shortest_edge": 224}` / `{"height": h, "width": w}`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 enum SizeJson {
     Int(u32),
@@ -103,6 +103,7 @@ enum SizeJson {
 
 #[derive(Deserialize)]
 struct PreprocessJson {
+    image_processor_type: Option<String>,
     do_resize: Option<bool>,
     size: Option<SizeJson>,
     resample: Option<u32>,
@@ -113,6 +114,65 @@ struct PreprocessJson {
     do_normalize: Option<bool>,
     image_mean: Option<Vec<f32>>,
     image_std: Option<Vec<f32>>,
+}
+
+/// What an image processor class does where `preprocessor_config.json` is
+/// silent: transformers' defaults for that class.
+struct ProcessorDefaults {
+    size: SizeJson,
+    /// `SiglipImageProcessor` reads a bare integer `size` as a square.
+    int_is_square: bool,
+    center_crop: bool,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl ProcessorDefaults {
+    fn of(image_processor_type: Option<&str>) -> std::result::Result<Self, String> {
+        match image_processor_type {
+            // An export that names no class is taken as CLIP's, as ClipQL
+            // always did.
+            None | Some("CLIPImageProcessor" | "CLIPImageProcessorFast") => Ok(Self {
+                size: SizeJson::Int(224),
+                int_is_square: false,
+                center_crop: true,
+                mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+                std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
+            }),
+            Some("SiglipImageProcessor" | "SiglipImageProcessorFast") => Ok(Self {
+                size: SizeJson::Map {
+                    shortest_edge: None,
+                    height: Some(224),
+                    width: Some(224),
+                },
+                int_is_square: true,
+                center_crop: false,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            }),
+            Some("Siglip2ImageProcessor" | "Siglip2ImageProcessorFast") => Err(
+                "Siglip2ImageProcessor is SigLIP 2's NaFlex (variable-resolution) processor, \
+                 which ClipQL does not run; use a fixed-resolution SigLIP 2 checkpoint such as \
+                 google/siglip2-base-patch16-224 (SiglipImageProcessor)"
+                    .into(),
+            ),
+            Some(other) => Err(format!(
+                "image_processor_type {other:?} is not one ClipQL reproduces \
+                 (it runs CLIPImageProcessor and SiglipImageProcessor)"
+            )),
+        }
+    }
+
+    fn int_size(&self, n: u32) -> ResizeTarget {
+        if self.int_is_square {
+            ResizeTarget::Exact {
+                height: n,
+                width: n,
+            }
+        } else {
+            ResizeTarget::ShortestEdge(n)
+        }
+    }
 }
 
 impl PreprocessConfig {
@@ -130,12 +190,14 @@ impl PreprocessConfig {
 
     /// Parses the JSON text of `preprocessor_config.json`.
     ///
-    /// Missing keys take `CLIPImageProcessor`'s defaults, as transformers does.
+    /// Missing keys take the defaults of the class `image_processor_type`
+    /// names (`CLIPImageProcessor` when it names none), as transformers does.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let j: PreprocessJson = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let defaults = ProcessorDefaults::of(j.image_processor_type.as_deref())?;
         let resize = if j.do_resize.unwrap_or(true) {
-            Some(match j.size.unwrap_or(SizeJson::Int(224)) {
-                SizeJson::Int(n) => ResizeTarget::ShortestEdge(n),
+            Some(match j.size.unwrap_or_else(|| defaults.size.clone()) {
+                SizeJson::Int(n) => defaults.int_size(n),
                 SizeJson::Map {
                     shortest_edge: Some(n),
                     ..
@@ -155,7 +217,7 @@ impl PreprocessConfig {
         let resample_code = j.resample.unwrap_or(3);
         let resample = Resample::from_pil(resample_code)
             .ok_or_else(|| format!("`resample` {resample_code} is not a PIL filter (0-5)"))?;
-        let crop = if j.do_center_crop.unwrap_or(true) {
+        let crop = if j.do_center_crop.unwrap_or(defaults.center_crop) {
             Some(match j.crop_size.unwrap_or(SizeJson::Int(224)) {
                 SizeJson::Int(n) => (n, n),
                 SizeJson::Map {
@@ -183,16 +245,8 @@ impl PreprocessConfig {
                 Some(v) if v.len() == 1 => Ok([v[0]; 3]),
                 Some(v) => Err(format!("`{name}` has {} values, expected 3", v.len())),
             };
-            let mean = three(
-                j.image_mean,
-                "image_mean",
-                [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            )?;
-            let std = three(
-                j.image_std,
-                "image_std",
-                [0.268_629_54, 0.261_302_6, 0.275_777_1],
-            )?;
+            let mean = three(j.image_mean, "image_mean", defaults.mean)?;
+            let std = three(j.image_std, "image_std", defaults.std)?;
             if std.contains(&0.0) {
                 return Err("`image_std` contains 0".into());
             }
@@ -478,6 +532,42 @@ mod tests {
         assert_eq!(c.crop, None);
         assert_eq!(c.normalize, None);
         assert_eq!(c.resample, Resample::Bilinear);
+    }
+
+    /// `SiglipImageProcessor`'s defaults differ from CLIP's: an exact
+    /// square resize, no crop, mean and std 0.5. NaFlex and unknown
+    /// processors are refused, naming what runs.
+    #[test]
+    fn the_processor_class_gives_the_defaults() {
+        let siglip = PreprocessConfig::from_json(
+            r#"{"image_processor_type": "SiglipImageProcessor", "size": 384}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            siglip.resize,
+            Some(ResizeTarget::Exact {
+                height: 384,
+                width: 384
+            })
+        );
+        assert_eq!(siglip.crop, None);
+        assert_eq!(siglip.normalize, Some(([0.5; 3], [0.5; 3])));
+        assert_eq!(siglip.fixed_size(), Some((384, 384)));
+        let bare =
+            PreprocessConfig::from_json(r#"{"image_processor_type": "SiglipImageProcessor"}"#)
+                .unwrap();
+        assert_eq!(bare.fixed_size(), Some((224, 224)));
+        let naflex =
+            PreprocessConfig::from_json(r#"{"image_processor_type": "Siglip2ImageProcessor"}"#)
+                .unwrap_err();
+        assert!(naflex.contains("NaFlex"), "{naflex}");
+        let other =
+            PreprocessConfig::from_json(r#"{"image_processor_type": "BlipImageProcessor"}"#)
+                .unwrap_err();
+        assert!(
+            other.contains("CLIPImageProcessor and SiglipImageProcessor"),
+            "{other}"
+        );
     }
 
     /// Batching keys on this: a centre crop (CLIP) or an exact resize

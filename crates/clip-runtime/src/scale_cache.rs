@@ -1,4 +1,5 @@
-//! Remembers each combined graph's measured `logit_scale` across processes.
+//! Remembers each combined graph's measured `logit_scale` (and `logit_bias`)
+//! across processes.
 //!
 //! Measuring it means loading `onnx/model.onnx`, as large as both towers
 //! together: on a full-size ViT-B/32 that was 1.3–2.3 s of a `clipql
@@ -18,8 +19,11 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Bump when the probe changes what it measures, to ignore older entries.
-const PROBE_VERSION: u32 = 1;
+use crate::score::TrainedLogits;
+
+/// Bump when the probe changes what it measures, to ignore older entries
+/// (2: the bias too).
+const PROBE_VERSION: u32 = 2;
 
 /// The ClipQL cache folder: `$CLIPQL_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/clipql`, else `~/.cache/clipql`.
@@ -64,7 +68,7 @@ impl FileIdentity {
 struct Entry {
     probe_version: u32,
     file: FileIdentity,
-    logit_scale: f32,
+    logits: TrainedLogits,
 }
 
 /// The `logit_scale` cache in one folder.
@@ -90,21 +94,23 @@ impl ScaleCache {
         self.dir.join("logit_scale").join(format!("{name}.json"))
     }
 
-    /// The remembered scale of `graph`, if it was measured on this very file.
-    pub fn get(&self, graph: &Path) -> Option<f32> {
+    /// The remembered scale and bias of `graph`, if it was measured on this
+    /// very file.
+    pub fn get(&self, graph: &Path) -> Option<TrainedLogits> {
         let file = FileIdentity::of(graph)?;
         let text = std::fs::read_to_string(self.entry_path(&file)).ok()?;
         let entry: Entry = serde_json::from_str(&text).ok()?;
         (entry.probe_version == PROBE_VERSION
             && entry.file == file
-            && entry.logit_scale.is_finite()
-            && entry.logit_scale > 0.0)
-            .then_some(entry.logit_scale)
+            && entry.logits.scale.is_finite()
+            && entry.logits.scale > 0.0
+            && entry.logits.bias.is_finite())
+        .then_some(entry.logits)
     }
 
-    /// Remembers `logit_scale` for `graph`. Failing to write is not an
-    /// error: the next process measures again.
-    pub fn put(&self, graph: &Path, logit_scale: f32) {
+    /// Remembers `logits` for `graph`. Failing to write is not an error: the
+    /// next process measures again.
+    pub fn put(&self, graph: &Path, logits: TrainedLogits) {
         let Some(file) = FileIdentity::of(graph) else {
             return;
         };
@@ -112,7 +118,7 @@ impl ScaleCache {
         let entry = Entry {
             probe_version: PROBE_VERSION,
             file,
-            logit_scale,
+            logits,
         };
         let (Some(parent), Ok(text)) = (path.parent(), serde_json::to_string_pretty(&entry)) else {
             return;
@@ -141,6 +147,10 @@ impl ScaleCache {
 mod tests {
     use super::*;
 
+    fn scale(scale: f32) -> TrainedLogits {
+        TrainedLogits { scale, bias: 0.0 }
+    }
+
     fn graph(dir: &Path, bytes: &[u8]) -> PathBuf {
         let path = dir.join("model.onnx");
         std::fs::write(&path, bytes).unwrap();
@@ -153,13 +163,13 @@ mod tests {
         let cache = ScaleCache::at(tmp.path().join("cache"));
         let model = graph(tmp.path(), b"graph one");
         assert_eq!(cache.get(&model), None);
-        cache.put(&model, 100.0);
-        assert_eq!(cache.get(&model), Some(100.0));
+        cache.put(&model, scale(100.0));
+        assert_eq!(cache.get(&model), Some(scale(100.0)));
         // A different file at the same path (other length) measures again.
         graph(tmp.path(), b"a longer graph two");
         assert_eq!(cache.get(&model), None);
-        cache.put(&model, 50.0);
-        assert_eq!(cache.get(&model), Some(50.0));
+        cache.put(&model, scale(50.0));
+        assert_eq!(cache.get(&model), Some(scale(50.0)));
         // Same length, newer modification time: measured again too.
         let f = std::fs::File::options().write(true).open(&model).unwrap();
         f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
@@ -181,8 +191,8 @@ mod tests {
         let name = entry.file_name().unwrap().to_string_lossy().into_owned();
         let pid_named = parent.join(format!(".{}.{name}.tmp", std::process::id()));
         std::fs::create_dir_all(pid_named.join("in-the-way")).unwrap();
-        cache.put(&model, 100.0);
-        assert_eq!(cache.get(&model), Some(100.0));
+        cache.put(&model, scale(100.0));
+        assert_eq!(cache.get(&model), Some(scale(100.0)));
         let mut left: Vec<String> = std::fs::read_dir(parent)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -205,20 +215,34 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let model = graph(tmp.path(), b"graph");
         let cache = ScaleCache::at(tmp.path().join("cache"));
-        cache.put(&model, 100.0);
+        cache.put(&model, scale(100.0));
         let entry = cache.entry_path(&FileIdentity::of(&model).unwrap());
         for junk in ["", "{", "{\"probe_version\": 1}", "[1, 2]"] {
             std::fs::write(&entry, junk).unwrap();
             assert_eq!(cache.get(&model), None, "{junk:?}");
         }
-        // Nonsense scales are not trusted.
+        // Nonsense scales and biases are not trusted.
         for bad in [f32::NAN, 0.0, -3.0] {
-            cache.put(&model, bad);
+            cache.put(&model, scale(bad));
             assert_eq!(cache.get(&model), None, "{bad}");
         }
+        cache.put(
+            &model,
+            TrainedLogits {
+                scale: 10.0,
+                bias: f32::INFINITY,
+            },
+        );
+        assert_eq!(cache.get(&model), None);
+        let sigmoid = TrainedLogits {
+            scale: 117.3,
+            bias: -12.9,
+        };
+        cache.put(&model, sigmoid);
+        assert_eq!(cache.get(&model), Some(sigmoid));
         // A cache folder that cannot be created (a file is in the way).
         let blocked = ScaleCache::at(model.join("not-a-dir"));
-        blocked.put(&model, 100.0);
+        blocked.put(&model, scale(100.0));
         assert_eq!(blocked.get(&model), None);
         // A missing graph has no entry.
         assert_eq!(cache.get(&tmp.path().join("absent.onnx")), None);

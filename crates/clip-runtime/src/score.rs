@@ -1,5 +1,6 @@
-//! Scoring: a model family's rule over `logit_scale · cosine` (for CLIP,
-//! a softmax over the candidate labels), argmax and ranking.
+//! Scoring: a model family's rule over `logit_scale · cosine + logit_bias`
+//! (for CLIP, a softmax over the candidate labels; for SigLIP, a sigmoid per
+//! label), argmax and ranking.
 
 /// L2-normalises a vector in place. A zero vector is left as is.
 pub fn l2_normalize(v: &mut [f32]) {
@@ -25,27 +26,64 @@ pub fn label_probabilities<L: AsRef<[f32]>>(
     Scorer {
         rule: ScoringRule::Softmax,
         scale: logit_scale,
+        bias: 0.0,
     }
     .probabilities(image, labels)
 }
 
-/// How a model family turns `scale · cosine` into label scores.
+/// How a model family turns `scale · cosine + bias` into label scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ScoringRule {
     /// A softmax over the labels (CLIP): a row's scores sum to 1, and each
-    /// depends on which other labels are offered.
+    /// depends on which other labels are offered. The bias cancels out.
     Softmax,
+    /// A sigmoid per label (SigLIP): each score is the probability that
+    /// the label fits, independent of the other labels; a row's scores need
+    /// not sum to 1, and all of them may be low.
+    Sigmoid,
 }
 
-/// A model's scoring: its family's rule with the scale to apply (the
-/// trained `logit_scale`, or `clip.logit_scale`).
+impl ScoringRule {
+    /// Its name, as `clipql model info` and `EXPLAIN` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Softmax => "softmax",
+            Self::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// What a score means under this rule, in a few words.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Softmax => "softmax over the labels: a row's scores sum to 1",
+            Self::Sigmoid => "sigmoid per label: independent probabilities",
+        }
+    }
+}
+
+/// What training left in a model's combined graph: the multiplier of the
+/// cosine (`exp(logit_scale)`, e.g. 100 for CLIP) and the bias added to each
+/// logit (SigLIP's `logit_bias`; 0 for CLIP, which has none).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainedLogits {
+    /// `exp(logit_scale)`.
+    pub scale: f32,
+    /// `logit_bias`.
+    #[serde(default)]
+    pub bias: f32,
+}
+
+/// A model's scoring: its family's rule with the scale and bias to apply
+/// (the trained `logit_scale` and `logit_bias`, or `clip.logit_scale`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scorer {
     /// The rule.
     pub rule: ScoringRule,
     /// The multiplier of the cosine.
     pub scale: f32,
+    /// Added to every logit (0 for CLIP, which has none).
+    pub bias: f32,
 }
 
 impl Scorer {
@@ -53,11 +91,22 @@ impl Scorer {
     pub fn probabilities<L: AsRef<[f32]>>(&self, image: &[f32], labels: &[L]) -> Vec<f32> {
         let logits: Vec<f32> = labels
             .iter()
-            .map(|l| self.scale * dot(image, l.as_ref()))
+            .map(|l| self.scale * dot(image, l.as_ref()) + self.bias)
             .collect();
         match self.rule {
             ScoringRule::Softmax => softmax(&logits),
+            ScoringRule::Sigmoid => logits.iter().map(|&l| sigmoid(l)).collect(),
         }
+    }
+}
+
+/// The logistic function, without overflow for logits of either sign.
+pub fn sigmoid(logit: f32) -> f32 {
+    if logit >= 0.0 {
+        1.0 / (1.0 + (-logit).exp())
+    } else {
+        let e = logit.exp();
+        e / (1.0 + e)
     }
 }
 
@@ -115,6 +164,38 @@ mod tests {
         let p = softmax(&[1000.0, 999.0, -1000.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[0] > p[1] && p[2] == 0.0);
+    }
+
+    #[test]
+    fn sigmoid_scores_each_label_on_its_own() {
+        // One label at cosine 0.1 and one at -0.1, scale 10, bias -1:
+        // logits 0 and -2, so 1/2 and 1/(1+e^2), whatever else is offered.
+        let image = [1.0, 0.0];
+        let labels = [vec![0.1, 0.995], vec![-0.1, 0.995]];
+        let scorer = Scorer {
+            rule: ScoringRule::Sigmoid,
+            scale: 10.0,
+            bias: -1.0,
+        };
+        let p = scorer.probabilities(&image, &labels);
+        assert!((p[0] - 0.5).abs() < 1e-6, "{p:?}");
+        assert!((p[1] - 1.0 / (1.0 + 2f32.exp())).abs() < 1e-6, "{p:?}");
+        assert_eq!(scorer.probabilities(&image, &labels[1..])[0], p[1]);
+        assert_eq!((sigmoid(-1000.0), sigmoid(1000.0)), (0.0, 1.0));
+        // A softmax ignores the bias.
+        let soft = |bias| {
+            Scorer {
+                rule: ScoringRule::Softmax,
+                scale: 10.0,
+                bias,
+            }
+            .probabilities(&image, &labels)
+        };
+        let (a, b) = (soft(0.0), soft(-5.0));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} {b:?}"
+        );
     }
 
     #[test]

@@ -246,17 +246,24 @@ impl Tower {
     }
 
     pub fn float_output(&self, name: &str) -> Result<Port<Float>> {
+        self.float_output_of(&[name])
+    }
+
+    /// The first output named in `names` that the graph has.
+    pub fn float_output_of(&self, names: &[&str]) -> Result<Port<Float>> {
         let s = self.first();
-        let found = s
-            .outputs()
-            .iter()
-            .find(|o| o.name() == name)
-            .map(|o| o.dtype().clone());
+        let found = names.iter().find_map(|&name| {
+            s.outputs()
+                .iter()
+                .find(|o| o.name() == name)
+                .map(|o| (name, o.dtype().clone()))
+        });
         drop(s);
         match found {
-            Some(ty) => self.float_port("output", name.to_string(), &ty),
+            Some((name, ty)) => self.float_port("output", name.to_string(), &ty),
             None => Err(self.graph_err(format!(
-                "expected an output named {name}; the graph has {}",
+                "expected an output named {}; the graph has {}",
+                names.join(" or "),
                 self.describe()
             ))),
         }

@@ -14,7 +14,8 @@ use crate::options::Dtype;
 pub struct ModelConfig {
     /// The family `model_type` names.
     pub family: ModelFamily,
-    /// Embedding dimension (`projection_dim`).
+    /// Embedding dimension (CLIP's `projection_dim`; SigLIP's
+    /// `text_config.projection_size`).
     pub projection_dim: usize,
     /// Text context length (`text_config.max_position_embeddings`).
     pub context_length: usize,
@@ -33,6 +34,9 @@ struct ConfigJson {
 struct TextConfigJson {
     max_position_embeddings: Option<usize>,
     vocab_size: Option<usize>,
+    /// SigLIP's text head width (its embedding dimension), else `hidden_size`.
+    projection_size: Option<usize>,
+    hidden_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -58,9 +62,16 @@ impl ModelConfig {
         let family = ModelFamily::from_model_type(j.model_type.as_deref()).map_err(bad)?;
         let defaults = family.config_defaults();
         let t = j.text_config;
+        // CLIP names the embedding width `projection_dim`; SigLIP has no
+        // projection apart from its text head, whose width is the text
+        // tower's `projection_size` (by default its `hidden_size`).
+        let projection_dim = match family {
+            ModelFamily::Clip => j.projection_dim,
+            ModelFamily::Siglip => t.as_ref().and_then(|t| t.projection_size.or(t.hidden_size)),
+        };
         Ok(Self {
             family,
-            projection_dim: j.projection_dim.unwrap_or(defaults.projection_dim),
+            projection_dim: projection_dim.unwrap_or(defaults.projection_dim),
             context_length: t
                 .as_ref()
                 .and_then(|t| t.max_position_embeddings)
@@ -139,12 +150,34 @@ mod tests {
     }
 
     #[test]
+    fn siglip_reads_its_width_from_the_text_head() {
+        let c = config_of(r#"{"model_type": "siglip"}"#).unwrap();
+        assert_eq!(
+            (c.family, c.projection_dim, c.context_length, c.vocab_size),
+            (ModelFamily::Siglip, 768, 64, 32000)
+        );
+        let c = config_of(
+            r#"{"model_type": "siglip", "projection_dim": 3,
+                "text_config": {"hidden_size": 1152, "vocab_size": 256000}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.projection_dim, c.vocab_size), (1152, 256000));
+        let c = config_of(
+            r#"{"model_type": "siglip", "text_config": {"hidden_size": 32, "projection_size": 16}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.projection_dim, 16);
+    }
+
+    #[test]
     fn a_model_of_another_family_is_refused_with_what_runs() {
-        let e = config_of(r#"{"model_type": "siglip", "projection_dim": 768}"#)
+        let e = config_of(r#"{"model_type": "blip", "projection_dim": 768}"#)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("config.json") && e.contains("\"siglip\"") && e.contains("it runs: clip"),
+            e.contains("config.json")
+                && e.contains("\"blip\"")
+                && e.contains("it runs: clip, siglip"),
             "{e}"
         );
     }

@@ -14,8 +14,8 @@
 //! - what the probe reads from the combined graph to recover the trained
 //!   scale ([`ModelFamily::probe_logits`]).
 //!
-//! A new family (SigLIP, say) is a new variant here, with its answers; the
-//! compiler then lists every place that must decide for it.
+//! A new family is a new variant here, with its answers; the compiler then
+//! lists every place that must decide for it.
 
 use crate::score::ScoringRule;
 
@@ -25,7 +25,21 @@ use crate::score::ScoringRule;
 pub enum ModelFamily {
     /// OpenAI CLIP and its exports (`model_type: "clip"`).
     Clip,
+    /// Google's SigLIP (`model_type: "siglip"`), and SigLIP 2 at a fixed
+    /// resolution, whose checkpoints (`google/siglip2-base-patch16-224`)
+    /// are `SiglipModel`s with another tokenizer.
+    Siglip,
 }
+
+/// `model_type`s that name a family ClipQL does not run, with why and what
+/// to use instead.
+const REFUSED: &[(&str, &str)] = &[(
+    "siglip2",
+    "SigLIP 2 NaFlex checkpoints take images at their own resolution \
+     (patches plus a pixel_attention_mask and spatial_shapes), which ClipQL \
+     does not run; use a fixed-resolution SigLIP 2 checkpoint such as \
+     google/siglip2-base-patch16-224 (its model_type is \"siglip\")",
+)];
 
 /// The values a family's `config.json` defaults to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +59,15 @@ pub enum TextPadding {
     /// an attention mask: CLIP's text tower reads its output at the end of
     /// text token, so padding does not change an embedding.
     Longest,
+    /// Always to the context length: SigLIP's text tower reads its output at
+    /// the last position, a pad token for every shorter text, so the
+    /// embedding depends on the padded length.
+    MaxLength,
 }
 
 impl ModelFamily {
     /// Every family ClipQL runs.
-    pub const ALL: &'static [ModelFamily] = &[ModelFamily::Clip];
+    pub const ALL: &'static [ModelFamily] = &[ModelFamily::Clip, ModelFamily::Siglip];
 
     /// The family `config.json`'s `model_type` names. An export without one
     /// is taken as CLIP, as ClipQL always did.
@@ -60,15 +78,18 @@ impl ModelFamily {
                 .iter()
                 .copied()
                 .find(|f| f.model_type() == t)
-                .ok_or_else(|| {
-                    format!(
+                .ok_or_else(|| match REFUSED.iter().find(|(r, _)| *r == t) {
+                    Some((_, why)) => {
+                        format!("model_type {t:?} is not a family ClipQL runs: {why}")
+                    }
+                    None => format!(
                         "model_type {t:?} is not a family ClipQL runs (it runs: {})",
                         Self::ALL
                             .iter()
                             .map(|f| f.model_type())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    )
+                    ),
                 }),
         }
     }
@@ -77,6 +98,7 @@ impl ModelFamily {
     pub fn model_type(self) -> &'static str {
         match self {
             Self::Clip => "clip",
+            Self::Siglip => "siglip",
         }
     }
 
@@ -89,6 +111,12 @@ impl ModelFamily {
                 context_length: 77,
                 vocab_size: 49408,
             },
+            // transformers' SiglipConfig defaults (base, patch 16, 224).
+            Self::Siglip => ConfigDefaults {
+                projection_dim: 768,
+                context_length: 64,
+                vocab_size: 32000,
+            },
         }
     }
 
@@ -96,6 +124,7 @@ impl ModelFamily {
     pub fn default_pad_token(self) -> &'static str {
         match self {
             Self::Clip => "<|endoftext|>",
+            Self::Siglip => "</s>",
         }
     }
 
@@ -103,14 +132,17 @@ impl ModelFamily {
     pub fn text_padding(self) -> TextPadding {
         match self {
             Self::Clip => TextPadding::Longest,
+            Self::Siglip => TextPadding::MaxLength,
         }
     }
 
     /// The length to pad every text of a batch to, given the length the
-    /// text graph fixes (if it does); `None`: the batch's longest.
-    pub fn padded_len(self, graph_len: Option<usize>) -> Option<usize> {
+    /// text graph fixes (if it does) and the model's context length;
+    /// `None`: the batch's longest.
+    pub fn padded_len(self, graph_len: Option<usize>, context_length: usize) -> Option<usize> {
         match self.text_padding() {
             TextPadding::Longest => graph_len,
+            TextPadding::MaxLength => Some(graph_len.unwrap_or(context_length)),
         }
     }
 
@@ -118,6 +150,22 @@ impl ModelFamily {
     pub fn scoring_rule(self) -> ScoringRule {
         match self {
             Self::Clip => ScoringRule::Softmax,
+            Self::Siglip => ScoringRule::Sigmoid,
+        }
+    }
+
+    /// The names a tower's embedding output may have, in the order looked
+    /// for: `image_embeds` / `text_embeds` for CLIP's `*WithProjection`
+    /// exports; SigLIP's towers have no projection apart from their heads, so
+    /// its exports (Transformers.js layout) name it `pooler_output`. A CLIP
+    /// tower's `pooler_output` is *before* the projection, so it is never
+    /// taken for CLIP.
+    pub fn embedding_outputs(self, tower: Modality) -> &'static [&'static str] {
+        match (self, tower) {
+            (Self::Clip, Modality::Image) => &["image_embeds"],
+            (Self::Clip, Modality::Text) => &["text_embeds"],
+            (Self::Siglip, Modality::Image) => &["pooler_output", "image_embeds"],
+            (Self::Siglip, Modality::Text) => &["pooler_output", "text_embeds"],
         }
     }
 
@@ -125,9 +173,18 @@ impl ModelFamily {
     /// recover the trained scale.
     pub fn probe_logits(self) -> &'static str {
         match self {
-            Self::Clip => "logits_per_image",
+            Self::Clip | Self::Siglip => "logits_per_image",
         }
     }
+}
+
+/// One of a model's two towers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    /// The vision tower.
+    Image,
+    /// The text tower.
+    Text,
 }
 
 #[cfg(test)]
@@ -141,10 +198,27 @@ mod tests {
             ModelFamily::from_model_type(Some("clip")),
             Ok(ModelFamily::Clip)
         );
-        let refused = ModelFamily::from_model_type(Some("siglip")).unwrap_err();
+        assert_eq!(
+            ModelFamily::from_model_type(Some("siglip")),
+            Ok(ModelFamily::Siglip)
+        );
+        let refused = ModelFamily::from_model_type(Some("blip")).unwrap_err();
         assert!(
-            refused.contains("\"siglip\"") && refused.contains("it runs: clip"),
+            refused.contains("\"blip\"") && refused.contains("it runs: clip, siglip"),
             "{refused}"
         );
+        let naflex = ModelFamily::from_model_type(Some("siglip2")).unwrap_err();
+        assert!(
+            naflex.contains("NaFlex") && naflex.contains("google/siglip2-base-patch16-224"),
+            "{naflex}"
+        );
+    }
+
+    #[test]
+    fn siglip_pads_to_the_context_length_and_clip_to_the_longest() {
+        assert_eq!(ModelFamily::Clip.padded_len(None, 77), None);
+        assert_eq!(ModelFamily::Clip.padded_len(Some(77), 77), Some(77));
+        assert_eq!(ModelFamily::Siglip.padded_len(None, 64), Some(64));
+        assert_eq!(ModelFamily::Siglip.padded_len(Some(16), 64), Some(16));
     }
 }

@@ -23,8 +23,8 @@ use crate::tower::{Float, Int, Port, RunGate, ThreadConfig, Tower};
 
 pub use config::{ModelConfig, available_dtypes};
 use config::{read_pad_token, require};
-pub use family::{ConfigDefaults, ModelFamily, TextPadding};
-use logit_scale::trained_logit_scale;
+pub use family::{ConfigDefaults, Modality, ModelFamily, TextPadding};
+use logit_scale::{Trained, trained_logits};
 pub use registry::{DEFAULT_MAX_MODELS, load_shared, loaded_models};
 pub use text::TEXT_CACHE_CAPACITY;
 use text::TextInputs;
@@ -59,7 +59,7 @@ pub struct ClipModel {
     image_hashers: (RandomState, RandomState),
     /// Measured (or remembered) at load, before the towers (see
     /// [`ClipModel::logit_scale`]).
-    logit_scale: std::result::Result<f32, String>,
+    trained: std::result::Result<Trained, String>,
     counters: InferenceMetrics,
 }
 
@@ -140,9 +140,8 @@ impl ClipModel {
         // Measured on a full-size ViT-B/32 (fp32), classifying 32 images:
         // peak RSS 1.54 GB with the probe after the towers, 0.89-0.94 GB with
         // it before them, the same as with no probe at all.
-        let logit_scale =
-            trained_logit_scale(dir, config.family, &options, &preprocess, &tokenizer)
-                .map_err(|e| e.to_string());
+        let trained = trained_logits(dir, &config, &options, &preprocess, &tokenizer)
+            .map_err(|e| e.to_string());
         // Building a session is mostly single-threaded (parsing, graph
         // optimisation), so the towers load side by side. On a full-size
         // ViT-B/32 (2 cores) that took start-up from 1.8 s to 1.4 s, for
@@ -159,7 +158,8 @@ impl ClipModel {
         let (vision, text) = (vision?, text?);
         let pixel_values = vision.float_input(&["pixel_values"])?;
         vision.only_inputs(&["pixel_values"])?;
-        let image_embeds = vision.float_output("image_embeds")?;
+        let image_embeds =
+            vision.float_output_of(config.family.embedding_outputs(Modality::Image))?;
         if let (Some((ch, cw)), [_, _, h, w]) =
             (preprocess.fixed_size(), pixel_values.shape.as_slice())
             && *h > 0
@@ -179,7 +179,7 @@ impl ClipModel {
             static_len: text_len,
         } = TextInputs::of(&text, &text_path)?;
         text.only_inputs(&["input_ids", "attention_mask"])?;
-        let text_embeds = text.float_output("text_embeds")?;
+        let text_embeds = text.float_output_of(config.family.embedding_outputs(Modality::Text))?;
         for (port, path) in [(&image_embeds, &vision_path), (&text_embeds, &text_path)] {
             if let Some(&d) = port.shape.last()
                 && d > 0
@@ -212,7 +212,7 @@ impl ClipModel {
             text_fill: Mutex::new(()),
             image_cache: Mutex::new(HashMap::new()),
             image_hashers: (RandomState::new(), RandomState::new()),
-            logit_scale,
+            trained,
             counters: InferenceMetrics::default(),
         })
     }

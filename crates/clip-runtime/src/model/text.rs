@@ -85,7 +85,10 @@ impl ClipModel {
     }
 
     fn run_text_untimed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        let fixed = self.config.family.padded_len(self.text_len);
+        let fixed = self
+            .config
+            .family
+            .padded_len(self.text_len, self.config.context_length);
         let batch = self.tokenizer.encode_batch(texts, fixed)?;
         let shape = vec![batch.rows as i64, batch.len as i64];
         let mut inputs = vec![(

@@ -72,6 +72,8 @@ pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionErr
                     .join(", ")
             );
             println!("family: {}", config.family.model_type());
+            let rule = config.family.scoring_rule();
+            println!("scoring: {} ({})", rule.name(), rule.meaning());
             println!("embedding_dim: {}", config.projection_dim);
             match preprocess.fixed_size() {
                 Some((h, w)) => println!("image_size: {h}x{w}"),
@@ -88,11 +90,16 @@ pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionErr
                         &dir,
                         clip_runtime::ModelOptions::default().with_dtype(*d),
                     )
-                    .and_then(|m| m.logit_scale())
+                    .and_then(|m| m.trained_logits())
                     .map_err(external)
                 });
             match scale {
-                Ok(s) => println!("logit_scale: {s}"),
+                Ok(t) => {
+                    println!("logit_scale: {}", t.scale);
+                    if rule == clip_runtime::ScoringRule::Sigmoid {
+                        println!("logit_bias: {}", t.bias);
+                    }
+                }
                 Err(e) => println!("logit_scale: unavailable ({e})"),
             }
             println!("files:");

@@ -239,6 +239,7 @@ fn the_example_queries_run() {
     for file in [
         "sql/examples/classify_photos.sql",
         "sql/examples/embed_once.sql",
+        "sql/examples/tag_photos.sql",
     ] {
         let o = clipql_fixture(&["sql", "--format", "csv", "-f", file]);
         assert!(o.status.success(), "{file}: {}", stderr(&o));

@@ -20,9 +20,10 @@
 //! ```
 //!
 //! What is registered:
-//! - the scalar functions `clip_classify`, `clip_scores`,
+//! - the scalar functions `clip_classify`, `clip_scores`, `clip_tags`,
 //!   `clip_image_embedding`, `clip_text_embedding`,
-//!   `clip_classify_embedding`, `clip_scores_embedding` and `clip_image_error`;
+//!   `clip_classify_embedding`, `clip_scores_embedding`,
+//!   `clip_tags_embedding` and `clip_image_error`;
 //! - the `IMAGE` table format (`CREATE EXTERNAL TABLE ... STORED AS IMAGE`)
 //!   and the `read_images` table function;
 //! - the `clip.*` options ([`ClipOptions`]);
@@ -56,8 +57,9 @@ pub use exec::codec::{ClipLogicalCodec, ClipPhysicalCodec};
 pub use exec::metrics::{ClipMetricsExec, ClipMetricsRule};
 pub use functions::{
     ClipClassify, ClipClassifyEmbedding, ClipImageEmbedding, ClipImageError, ClipScores,
-    ClipScoresEmbedding, ClipTextEmbedding, MAX_LABEL_BYTES, MAX_LABELS, NEED_NO_MODEL, PREFIX,
-    all_functions, is_clip_function, needs_model, scores_array, scores_type, show_functions,
+    ClipScoresEmbedding, ClipTags, ClipTagsEmbedding, ClipTextEmbedding, MAX_LABEL_BYTES,
+    MAX_LABELS, NEED_NO_MODEL, PREFIX, all_functions, is_clip_function, needs_model, scores_array,
+    scores_type, show_functions, utf8_list_type, utf8_lists,
 };
 pub use options::{ClipOptions, OnError};
 pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};

@@ -95,6 +95,63 @@ pub(crate) fn k_rows(
         .collect()
 }
 
+/// How to write a threshold, for error messages.
+const THRESHOLD_HINT: &str = "scores are probabilities, so give a number from 0 to 1 such as 0.3";
+
+/// The `threshold` argument of `clip_tags` must be a number.
+pub(crate) fn check_threshold_type(function: &str, dt: &DataType) -> Result<()> {
+    match dt {
+        dt if dt.is_numeric() => Ok(()),
+        DataType::Null => plan_err!("{function}: threshold is NULL; {THRESHOLD_HINT}"),
+        other => plan_err!("{function}: threshold must be a number, got {other}; {THRESHOLD_HINT}"),
+    }
+}
+
+fn threshold_problem(t: f64) -> Option<&'static str> {
+    if t.is_nan() {
+        Some("is not a number")
+    } else if !(0.0..=1.0).contains(&t) {
+        Some("is out of range")
+    } else {
+        None
+    }
+}
+
+/// A literal threshold must be from 0 to 1.
+pub(crate) fn check_threshold_literal(function: &str, scalar: Option<&ScalarValue>) -> Result<()> {
+    match scalar.map(|s| s.cast_to(&DataType::Float64)).transpose()? {
+        Some(ScalarValue::Float64(None)) => {
+            plan_err!("{function}: threshold is NULL; {THRESHOLD_HINT}")
+        }
+        Some(ScalarValue::Float64(Some(t))) => match threshold_problem(t) {
+            Some(problem) => plan_err!("{function}: threshold {t} {problem}; {THRESHOLD_HINT}"),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Each row's threshold. A per-row column out of range or NULL fails the
+/// batch, as a literal one fails planning.
+pub(crate) fn threshold_rows(function: &str, arg: &ColumnarValue, rows: usize) -> Result<Vec<f32>> {
+    let values = cast(&arg.to_array(rows)?, &DataType::Float64)?;
+    let values = values.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    (0..rows)
+        .map(|row| {
+            if values.is_null(row) {
+                return exec_err!("{function}: threshold is NULL in row {row}; {THRESHOLD_HINT}");
+            }
+            let t = values.value(row);
+            match threshold_problem(t) {
+                Some(problem) => {
+                    exec_err!("{function}: threshold {t} in row {row} {problem}; {THRESHOLD_HINT}")
+                }
+                None => Ok(t as f32),
+            }
+        })
+        .collect()
+}
+
 /// The image argument must be binary.
 pub(crate) fn check_image_type(function: &str, dt: &DataType) -> Result<()> {
     match dt {

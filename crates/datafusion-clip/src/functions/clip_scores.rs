@@ -1,7 +1,8 @@
 //! `clip_scores(image, labels[, k]) -> List<Struct<label: Utf8, score: Float32>>`:
-//! every label with its probability, highest first; the scores sum to 1.
-//! With `k`, only the `k` most likely (their probabilities are still over
-//! every label).
+//! every label with its probability, highest first. For CLIP the scores are
+//! a softmax over the labels and sum to 1; for SigLIP each is its own
+//! sigmoid. With `k`, only the `k` most likely (their probabilities are
+//! still over every label).
 //!
 //! ```sql
 //! SELECT name, clip_scores(image, ['a photo of a cat', 'a photo of a dog']) AS scores
@@ -23,7 +24,7 @@ const SCORING: Scoring = Scoring {
     input: ScoreInput::Image,
     output: ScoreOutput::Scores,
     doc: Doc {
-        description: "Every label with its probability for each image, highest first (only the `k` most likely when `k` is given), as `List<Struct<label: Utf8, score: Float32>>`; the probabilities are a softmax over all the labels, so they sum to 1. NULL for a NULL image or label list, and for an image that cannot be used (see `clip_image_error`).",
+        description: "Every label with its probability for each image, highest first (only the `k` most likely when `k` is given), as `List<Struct<label: Utf8, score: Float32>>`. The scores follow the model family: for CLIP a softmax over all the labels, so they sum to 1; for SigLIP an independent sigmoid per label, so they need not. NULL for a NULL image or label list, and for an image that cannot be used (see `clip_image_error`).",
         syntax: "clip_scores(image, labels[, k])",
         example: "SELECT name, clip_scores(image, ['a photo of a cat', 'a photo of a dog']) AS scores FROM images;",
         arguments: &[IMAGE_ARGUMENT, LABELS_ARGUMENT, K_ARGUMENT],

@@ -19,6 +19,8 @@ mod clip_image_embedding;
 mod clip_image_error;
 mod clip_scores;
 mod clip_scores_embedding;
+mod clip_tags;
+mod clip_tags_embedding;
 mod clip_text_embedding;
 
 use std::sync::{Arc, OnceLock};
@@ -32,8 +34,10 @@ pub use clip_image_embedding::ClipImageEmbedding;
 pub use clip_image_error::ClipImageError;
 pub use clip_scores::ClipScores;
 pub use clip_scores_embedding::ClipScoresEmbedding;
+pub use clip_tags::ClipTags;
+pub use clip_tags_embedding::ClipTagsEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
-pub use results::{scores_array, scores_type};
+pub use results::{scores_array, scores_type, utf8_list_type, utf8_lists};
 pub use show::show_functions;
 
 /// Every ClipQL function's name starts with this. The IMAGE scan relies on
@@ -51,10 +55,12 @@ pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ScalarUDF::new_from_impl(ClipClassify::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipScores::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipTags::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipImageEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipTextEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipClassifyEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipScoresEmbedding::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipTagsEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipImageError::new())),
     ]
 }
@@ -119,6 +125,12 @@ pub(crate) const LABELS_ARGUMENT: (&str, &str) = (
 pub(crate) const K_ARGUMENT: (&str, &str) = (
     "k",
     "Optional: how many labels to keep, the most likely first (a positive integer, a literal or a column). Leave it out for every label.",
+);
+
+/// The argument of `clip_tags` and `clip_tags_embedding`.
+pub(crate) const THRESHOLD_ARGUMENT: (&str, &str) = (
+    "threshold",
+    "The score a label must reach to be listed: a number from 0 to 1 (a literal or a column). Scores follow the model family: a softmax over the labels for CLIP, an independent sigmoid per label for SigLIP.",
 );
 
 /// The argument docs the `_embedding` scoring functions share.

@@ -1,5 +1,5 @@
 //! Building the functions' Arrow results: label columns, `clip_scores`
-//! lists and embedding columns, each checked against the 2 GiB a 32-bit
+//! lists, `clip_tags` lists and embedding columns, each checked against the 2 GiB a 32-bit
 //! offset column holds.
 
 use std::sync::Arc;
@@ -91,6 +91,45 @@ where
         score_item_field(),
         OffsetBuffer::new(offsets.into()),
         Arc::new(structs),
+        Some(NullBuffer::from(valid)),
+    )?))
+}
+
+/// The type of `clip_tags` results: `List<Utf8>`.
+pub fn utf8_list_type() -> DataType {
+    DataType::List(utf8_item_field())
+}
+
+fn utf8_item_field() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Utf8, false))
+}
+
+/// Builds a `List<Utf8>` column from per-row labels in the order given;
+/// `None` is a NULL row.
+pub fn utf8_lists<'a, R, E>(rows: R) -> Result<ArrayRef>
+where
+    R: IntoIterator<Item = Option<E>>,
+    E: IntoIterator<Item = &'a str>,
+{
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::new();
+    let mut labels: Vec<Option<&str>> = Vec::new();
+    for row in rows {
+        valid.push(row.is_some());
+        labels.extend(row.into_iter().flatten().map(Some));
+        let Ok(end) = i32::try_from(labels.len()) else {
+            return resources_err!(
+                "one output batch holds {} labels, more than a List column holds: \
+                 lower clip.batch_size, or use fewer labels",
+                labels.len()
+            );
+        };
+        offsets.push(end);
+    }
+    Ok(Arc::new(ListArray::try_new(
+        utf8_item_field(),
+        OffsetBuffer::new(offsets.into()),
+        utf8_column(labels)?,
         Some(NullBuffer::from(valid)),
     )?))
 }

@@ -1,6 +1,6 @@
-//! Scoring images against labels: the shared body of the four scoring
-//! functions (`clip_classify`, `clip_scores` and their `_embedding` twins),
-//! which differ only in their input and output.
+//! Scoring images against labels: the shared body of the six scoring
+//! functions (`clip_classify`, `clip_scores`, `clip_tags` and their
+//! `_embedding` twins), which differ only in their input and output.
 
 use std::collections::HashMap;
 
@@ -12,11 +12,14 @@ use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArg
 
 use super::args::{
     LabelSets, RowEmbedding, check_arity_between, check_embedding_type, check_image_type,
-    check_k_literal, check_k_type, check_labels_literal, check_labels_type, image_array, k_rows,
-    stored_embeddings,
+    check_k_literal, check_k_type, check_labels_literal, check_labels_type,
+    check_threshold_literal, check_threshold_type, image_array, k_rows, stored_embeddings,
+    threshold_rows,
 };
 use super::images::{embed_image_rows, usable};
-use super::results::{nullable_field, scores_array, scores_type, utf8_column};
+use super::results::{
+    nullable_field, scores_array, scores_type, utf8_column, utf8_list_type, utf8_lists,
+};
 use crate::options::ClipOptions;
 use crate::planning::PlanningContext;
 
@@ -85,11 +88,13 @@ pub(crate) enum ScoreOutput {
     TopLabel,
     /// Every label with its probability, highest first.
     Scores,
+    /// The labels whose score reaches a threshold, highest first
+    /// (`List<Utf8>`).
+    Tags,
 }
 
-/// The shared body of `clip_classify`, `clip_scores`,
-/// `clip_classify_embedding` and `clip_scores_embedding`, which differ only
-/// in their input and output.
+/// The shared body of the scoring functions, which differ only in their
+/// input and output.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scoring {
     pub name: &'static str,
@@ -106,11 +111,12 @@ impl Scoring {
         planning: &PlanningContext,
         arg_types: &[DataType],
     ) -> Result<Vec<DataType>> {
-        let most = match self.output {
-            ScoreOutput::TopLabel => 2,
-            ScoreOutput::Scores => 3,
+        let arity = match self.output {
+            ScoreOutput::TopLabel => 2..=2,
+            ScoreOutput::Scores => 2..=3,
+            ScoreOutput::Tags => 3..=3,
         };
-        check_arity_between(self.name, arg_types, 2..=most, self.usage)?;
+        check_arity_between(self.name, arg_types, arity, self.usage)?;
         match self.input {
             ScoreInput::Image => check_image_type(self.name, &arg_types[0])?,
             ScoreInput::Embedding => {
@@ -118,8 +124,10 @@ impl Scoring {
             }
         }
         check_labels_type(self.name, &arg_types[1])?;
-        if let Some(k) = arg_types.get(2) {
-            check_k_type(self.name, k)?;
+        match (self.output, arg_types.get(2)) {
+            (ScoreOutput::Tags, Some(t)) => check_threshold_type(self.name, t)?,
+            (_, Some(k)) => check_k_type(self.name, k)?,
+            (_, None) => {}
         }
         Ok(arg_types.to_vec())
     }
@@ -128,6 +136,7 @@ impl Scoring {
         match self.output {
             ScoreOutput::TopLabel => DataType::Utf8,
             ScoreOutput::Scores => scores_type(),
+            ScoreOutput::Tags => utf8_list_type(),
         }
     }
 
@@ -138,7 +147,11 @@ impl Scoring {
     ) -> Result<FieldRef> {
         planning.require_model(self.name)?;
         check_labels_literal(self.name, args.scalar_arguments.get(1).copied().flatten())?;
-        check_k_literal(self.name, args.scalar_arguments.get(2).copied().flatten())?;
+        let third = args.scalar_arguments.get(2).copied().flatten();
+        match self.output {
+            ScoreOutput::Tags => check_threshold_literal(self.name, third)?,
+            _ => check_k_literal(self.name, third)?,
+        }
         Ok(nullable_field(self.name, self.return_type()))
     }
 
@@ -163,6 +176,10 @@ impl Scoring {
             ScoreOutput::Scores => score_lists(
                 &scored,
                 &k_rows(self.name, args.args.get(2), args.number_rows)?,
+            )?,
+            ScoreOutput::Tags => tag_lists(
+                &scored,
+                &threshold_rows(self.name, &args.args[2], args.number_rows)?,
             )?,
         }))
     }
@@ -195,4 +212,18 @@ pub(crate) fn score_lists(scored: &[RowScores<'_>], k: &[Option<usize>]) -> Resu
         })
     });
     scores_array(rows)
+}
+
+/// Each row's labels whose score reaches that row's threshold, highest
+/// first (an empty list when none does).
+pub(crate) fn tag_lists(scored: &[RowScores<'_>], thresholds: &[f32]) -> Result<ArrayRef> {
+    let rows = scored.iter().zip(thresholds).map(|(s, &t)| {
+        s.as_ref().map(|(labels, probs)| {
+            ranked(probs)
+                .into_iter()
+                .take_while(move |&i| probs[i] >= t)
+                .map(|i| labels[i].as_str())
+        })
+    });
+    utf8_lists(rows)
 }

@@ -3277,3 +3277,156 @@ fn check_refused(model: &Path, expected: &str) {
         assert!(e.contains(expected), "{args:?}: {e}");
     }
 }
+
+/// Issue 16's "done when": `classify` with a SigLIP model, a template and
+/// `--threshold`, to Parquet. Each label's score is transformers' sigmoid
+/// (tests/fixtures/siglip/golden/golden.json: independent per label, so a
+/// subset of its labels keeps its scores), `label` is the top one only where
+/// it reaches the threshold (NULL, with no error, elsewhere: "none of
+/// these"), and `tags` lists every label that reaches it.
+#[test]
+fn classify_with_siglip_and_a_threshold_matches_the_pipeline() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/siglip/golden/golden.json")).unwrap(),
+    )
+    .unwrap();
+    let names = ["cat", "dog", "rocket", "horse"];
+    let column = |name: &str| {
+        golden["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|l| l.as_str() == Some(&format!("a photo of a {name}")))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.parquet");
+    let threshold = 0.5;
+    let o = clipql(&[
+        "classify",
+        "tests/fixtures/photos",
+        "--model",
+        "tests/fixtures/siglip/model",
+        "--labels",
+        "cat",
+        "dog",
+        "rocket",
+        "horse",
+        "--template",
+        "a photo of a {}",
+        "--threshold",
+        "0.5",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = sql_jsonl(&format!(
+        "SELECT path, label, scores, tags, error FROM '{}'",
+        out.display()
+    ));
+    assert_eq!(rows.len(), 14);
+    let mut abstained = 0;
+    for row in rows {
+        let path = row["path"].as_str().unwrap();
+        let file = path.rsplit('/').next().unwrap();
+        if file == "coins_gray16.png" {
+            continue; // PIL clips 16-bit gray; ClipQL scales it (tests/golden.rs)
+        }
+        assert!(row["error"].is_null(), "{file}: {row}");
+        let case = golden["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["file"] == file)
+            .unwrap();
+        let theirs = |name: &str| case["probabilities"][column(name)].as_f64().unwrap();
+        let ours: std::collections::BTreeMap<String, f64> = row["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["label"].as_str().unwrap().to_string(),
+                    s["score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(ours.len(), names.len(), "{file}");
+        for name in names {
+            let d = (ours[name] - theirs(name)).abs();
+            assert!(d <= 1e-3, "{file} {name}: |Δ| {d}");
+        }
+        let mut reaching: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| theirs(n) >= threshold)
+            .collect();
+        reaching.sort_by(|a, b| theirs(b).total_cmp(&theirs(a)));
+        if names.iter().all(|n| (theirs(n) - threshold).abs() > 2e-3) {
+            let tags: Vec<&str> = row["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            assert_eq!(tags, reaching, "{file}");
+            assert_eq!(row["label"].as_str(), reaching.first().copied(), "{file}");
+        }
+        if reaching.is_empty() {
+            abstained += 1;
+        }
+    }
+    // hubble.webp and rocket_cmyk.jpg: no label over 0.5 (golden.json).
+    assert_eq!(abstained, 2);
+
+    // --resume: the same threshold resumes; another one is other results.
+    let rerun = |threshold: &str| {
+        clipql(&[
+            "classify",
+            "tests/fixtures/photos",
+            "--model",
+            "tests/fixtures/siglip/model",
+            "--labels",
+            "cat",
+            "dog",
+            "rocket",
+            "horse",
+            "--template",
+            "a photo of a {}",
+            "--threshold",
+            threshold,
+            "--output",
+            out.to_str().unwrap(),
+            "--resume",
+        ])
+    };
+    let o = rerun("0.5");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = rerun("0.3");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("was made with other settings"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A threshold that is not a score is refused before any work.
+    let o = clipql(&[
+        "classify",
+        "tests/fixtures/photos",
+        "--model",
+        "tests/fixtures/siglip/model",
+        "--labels",
+        "cat",
+        "--threshold",
+        "1.5",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "1.5 is out of range: scores are probabilities, so give a number from 0 to 1"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

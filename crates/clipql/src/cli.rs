@@ -158,6 +158,10 @@ pub(crate) struct ClassifyArgs {
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) top_k: Option<usize>,
 
+    /// The score a label must reach (0 to 1): below it `label` is NULL ("none of these", with no error), and a `tags` column lists every label that reaches it.
+    #[arg(long, value_parser = parse_threshold)]
+    pub(crate) threshold: Option<f32>,
+
     /// Add each image's embedding as an `embedding` column.
     #[arg(long)]
     pub(crate) with_embeddings: bool,
@@ -261,4 +265,18 @@ pub(crate) struct ExecutorArgs {
 
     #[command(flatten)]
     pub(crate) node: NodeArgs,
+}
+
+/// `--threshold`: a score, so a number from 0 to 1.
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    let t: f32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; give a score from 0 to 1 such as 0.3"))?;
+    if (0.0..=1.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{t} is out of range: scores are probabilities, so give a number from 0 to 1 such as 0.3"
+        ))
+    }
 }

@@ -81,6 +81,7 @@ pub(crate) async fn run_classify(args: ClassifyArgs) -> Result<u8, DataFusionErr
         labels: read_labels(&args)?,
         template: args.template,
         top_k: args.top_k,
+        threshold: args.threshold,
         with_embeddings: args.with_embeddings,
     };
     run_batch(args.batch, task, args.output).await

@@ -54,6 +54,9 @@ pub enum Task {
         template: Option<String>,
         /// Keep only the k best labels in `scores`.
         top_k: Option<usize>,
+        /// `--threshold`: the score the answer must reach, and a `tags`
+        /// column of every label that reaches it.
+        threshold: Option<f32>,
         /// Add the image embedding to each row.
         with_embeddings: bool,
     },
@@ -155,7 +158,7 @@ pub async fn run(job: Job) -> Result<Summary> {
     let schema = match &mut reshaper {
         Some(r) => {
             let embedding = embedding_column.map(|i| plan.schema().field(i).clone());
-            r.schema = output_schema(embedding.as_ref());
+            r.schema = output_schema(embedding.as_ref(), r.threshold.is_some());
             Arc::clone(&r.schema)
         }
         None => plan.schema(),
@@ -236,6 +239,16 @@ pub async fn run(job: Job) -> Result<Summary> {
             eprintln!(
                 "  {} more from the previous run (--resume)",
                 summary.resumed
+            );
+        }
+        if let Task::Classify {
+            threshold: Some(t), ..
+        } = job.task
+            && summary.abstained > 0
+        {
+            eprintln!(
+                "  {} with no label reaching --threshold {t} (label NULL: none of these)",
+                summary.abstained
             );
         }
         for (reason, n) in &summary.failed {

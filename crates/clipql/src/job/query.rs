@@ -13,8 +13,8 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The output schema.
-pub(super) fn output_schema(embedding: Option<&Field>) -> SchemaRef {
+/// The output schema: with `tags` (`--threshold`) after `error`.
+pub(super) fn output_schema(embedding: Option<&Field>, tags: bool) -> SchemaRef {
     let mut fields = key_fields();
     fields.extend([
         Field::new("label", DataType::Utf8, true),
@@ -22,6 +22,9 @@ pub(super) fn output_schema(embedding: Option<&Field>) -> SchemaRef {
         Field::new("scores", datafusion_clip::scores_type(), true),
         Field::new("error", DataType::Utf8, true),
     ]);
+    if tags {
+        fields.push(Field::new("tags", datafusion_clip::utf8_list_type(), true));
+    }
     if let Some(e) = embedding {
         fields.push(e.clone().with_name("embedding"));
     }
@@ -46,12 +49,15 @@ pub(super) struct Reshaper {
     /// Prompt → class name, when `--template` made the prompts; without
     /// one, `clip_scores`'s list is the output as it is.
     names: Option<std::collections::HashMap<String, String>>,
+    /// `--threshold`: the batch has `tags` after `error`, and a label under
+    /// it is no answer.
+    pub(super) threshold: Option<f32>,
     pub(super) schema: SchemaRef,
 }
 
 impl Reshaper {
     /// `path, size, modified, scores (over prompts, top-k already applied
-    /// by clip_scores), error [, embedding]` → the output batch.
+    /// by clip_scores), error [, tags] [, embedding]` → the output batch.
     pub(super) fn reshape(
         &self,
         batch: &RecordBatch,
@@ -79,7 +85,11 @@ impl Reshaper {
             // clip_scores lists a row's most likely label first.
             let first = scores.value_offsets()[row] as usize;
             let has_any = scores.value_length(row) > 0;
-            label.push(has_any.then(|| name_of(prompts.value(first))));
+            let answers = has_any && self.threshold.is_none_or(|t| probs.value(first) >= t);
+            if has_any && !answers {
+                summary.abstained += 1;
+            }
+            label.push(answers.then(|| name_of(prompts.value(first))));
             score.push(has_any.then(|| probs.value(first)));
         }
         let scores_out = match &self.names {
@@ -112,10 +122,41 @@ impl Reshaper {
             scores_out,
             Arc::clone(batch.column(4)),
         ];
-        if batch.num_columns() > 5 {
-            columns.push(Arc::clone(batch.column(5)));
+        let mut rest = 5;
+        if self.threshold.is_some() {
+            columns.push(self.tag_names(batch.column(rest))?);
+            rest += 1;
+        }
+        if batch.num_columns() > rest {
+            columns.push(Arc::clone(batch.column(rest)));
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// `clip_tags`' prompts as the class names they were made from.
+    fn tag_names(&self, tags: &ArrayRef) -> Result<ArrayRef> {
+        let Some(names) = &self.names else {
+            return Ok(Arc::clone(tags));
+        };
+        let tags = tags.as_list::<i32>();
+        let values = tags.values().as_string::<i32>();
+        let rows: Vec<Option<Vec<&str>>> = (0..tags.len())
+            .map(|row| {
+                (!tags.is_null(row)).then(|| {
+                    let (start, end) = (
+                        tags.value_offsets()[row] as usize,
+                        tags.value_offsets()[row + 1] as usize,
+                    );
+                    (start..end)
+                        .map(|i| {
+                            let prompt = values.value(i);
+                            names.get(prompt).map_or(prompt, String::as_str)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        datafusion_clip::utf8_lists(rows)
     }
 }
 
@@ -134,6 +175,7 @@ pub(super) fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option
         labels,
         template,
         top_k,
+        threshold,
         with_embeddings,
     } = task
     else {
@@ -175,9 +217,13 @@ pub(super) fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option
         ""
     };
     let k = top_k.map_or_else(String::new, |k| format!(", {k}"));
+    // Over every label, whatever --top-k keeps in `scores`.
+    let tags = threshold.map_or_else(String::new, |t| {
+        format!(", clip_tags(image, {list}, {t}) AS tags")
+    });
     let sql = format!(
         "SELECT path, size, modified, scores, \
-         CASE WHEN scores IS NULL THEN {REASON} END AS error{embedding} \
+         CASE WHEN scores IS NULL THEN {REASON} END AS error{tags}{embedding} \
          FROM (SELECT path, size, modified, image, read_error, clip_scores(image, {list}{k}) AS scores \
          FROM images)"
     );
@@ -185,7 +231,13 @@ pub(super) fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option
         names: template
             .is_some()
             .then(|| prompts.into_iter().zip(labels.iter().cloned()).collect()),
-        schema: output_schema(None),
+        threshold: *threshold,
+        schema: output_schema(None, threshold.is_some()),
     };
-    Ok((sql, Some(reshaper), with_embeddings.then_some(5)))
+    let embedding_column = 5 + usize::from(threshold.is_some());
+    Ok((
+        sql,
+        Some(reshaper),
+        with_embeddings.then_some(embedding_column),
+    ))
 }

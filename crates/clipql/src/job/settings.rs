@@ -46,14 +46,23 @@ pub(super) fn job_settings(job: &Job, options: &datafusion_clip::ClipOptions) ->
             labels,
             template,
             top_k,
+            threshold,
             with_embeddings,
-        } => serde_json::json!({
-            "command": "classify",
-            "labels": labels,
-            "template": template,
-            "top_k": top_k,
-            "with_embeddings": with_embeddings,
-        }),
+        } => {
+            let mut task = serde_json::json!({
+                "command": "classify",
+                "labels": labels,
+                "template": template,
+                "top_k": top_k,
+                "with_embeddings": with_embeddings,
+            });
+            // Only when given, so that outputs of runs before --threshold
+            // existed still resume.
+            if let Some(t) = threshold {
+                task["threshold"] = (*t).into();
+            }
+            task
+        }
         Task::Embed => serde_json::json!({ "command": "embed" }),
     };
     serde_json::json!({

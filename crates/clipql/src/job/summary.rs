@@ -14,6 +14,9 @@ use datafusion::error::{DataFusionError, Result};
 pub struct Summary {
     /// Images with a label.
     pub classified: u64,
+    /// Of those, images whose best score is under `--threshold` (their
+    /// `label` is NULL, with no error).
+    pub abstained: u64,
     /// Rows copied from an earlier run (`--resume`).
     pub resumed: u64,
     /// Images without one, by reason.

@@ -307,11 +307,13 @@ fn keys(batch: &RecordBatch) -> Result<Vec<(usize, FileKey)>> {
         .collect())
 }
 
-/// Whether a row has its answer: a label (`classify`) or else an embedding
-/// (`embed`). Only such a row is done; any other is computed again, whatever
-/// its `error` says (a NULL answer without a reason is still no answer).
+/// Whether a row has its answer: scores (`classify`; with `--threshold` its
+/// `label` may be NULL, none of the labels reaching it), a label, or else an
+/// embedding (`embed`). Only such a row is done; any other is computed
+/// again, whatever its `error` says (a NULL answer without a reason is
+/// still no answer).
 fn succeeded(batch: &RecordBatch, row: usize) -> bool {
-    ["label", "embedding"]
+    ["scores", "label", "embedding"]
         .iter()
         .find_map(|c| batch.column_by_name(c))
         .is_some_and(|answer| answer.is_valid(row))

@@ -3302,23 +3302,28 @@ fn classify_with_siglip_and_a_threshold_matches_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");
     let threshold = 0.5;
-    let o = clipql(&[
-        "classify",
-        "tests/fixtures/photos",
-        "--model",
-        "tests/fixtures/siglip/model",
-        "--labels",
-        "cat",
-        "dog",
-        "rocket",
-        "horse",
-        "--template",
-        "a photo of a {}",
-        "--threshold",
-        "0.5",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let run = |threshold: &str, more: &[&str]| {
+        let mut args = vec![
+            "classify",
+            "tests/fixtures/photos",
+            "--model",
+            "tests/fixtures/siglip/model",
+            "--labels",
+            "cat",
+            "dog",
+            "rocket",
+            "horse",
+            "--template",
+            "a photo of a {}",
+            "--threshold",
+            threshold,
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(more);
+        clipql(&args)
+    };
+    let o = run("0.5", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = sql_jsonl(&format!(
         "SELECT path, label, scores, tags, error FROM '{}'",
@@ -3380,29 +3385,9 @@ fn classify_with_siglip_and_a_threshold_matches_the_pipeline() {
     assert_eq!(abstained, 2);
 
     // --resume: the same threshold resumes; another one is other results.
-    let rerun = |threshold: &str| {
-        clipql(&[
-            "classify",
-            "tests/fixtures/photos",
-            "--model",
-            "tests/fixtures/siglip/model",
-            "--labels",
-            "cat",
-            "dog",
-            "rocket",
-            "horse",
-            "--template",
-            "a photo of a {}",
-            "--threshold",
-            threshold,
-            "--output",
-            out.to_str().unwrap(),
-            "--resume",
-        ])
-    };
-    let o = rerun("0.5");
+    let o = run("0.5", &["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = rerun("0.3");
+    let o = run("0.3", &["--resume"]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("was made with other settings"),
@@ -3411,16 +3396,7 @@ fn classify_with_siglip_and_a_threshold_matches_the_pipeline() {
     );
 
     // A threshold that is not a score is refused before any work.
-    let o = clipql(&[
-        "classify",
-        "tests/fixtures/photos",
-        "--model",
-        "tests/fixtures/siglip/model",
-        "--labels",
-        "cat",
-        "--threshold",
-        "1.5",
-    ]);
+    let o = run("1.5", &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(

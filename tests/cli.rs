@@ -1445,6 +1445,54 @@ fn model_pull_fills_the_hf_cache_from_the_hub() {
     assert!(stdout(&o).contains("a photo of a horse"), "{}", stdout(&o));
 }
 
+/// Issue 16: a SigLIP repo in the Transformers.js layout
+/// (`Xenova/siglip-base-patch16-224`, served by the stand-in hub with the
+/// SigLIP fixture's files) pulls the same files as a CLIP one, and the
+/// pulled model is a SigLIP: its family, its sigmoid and its bias.
+#[test]
+fn model_pull_fetches_a_siglip_repo() {
+    let siglip = root().join("tests/fixtures/siglip/model");
+    let hub = StandInHub::start(&[("Xenova/siglip-base-patch16-224", &siglip)]);
+    let home = tempfile::tempdir().unwrap();
+    let o = clipql_hub(
+        &hub,
+        home.path(),
+        &["model", "pull", "Xenova/siglip-base-patch16-224"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("7 of 7 files downloaded"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        bodies(&hub),
+        [
+            "config.json",
+            "onnx/model.onnx",
+            "onnx/text_model.onnx",
+            "onnx/vision_model.onnx",
+            "preprocessor_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    let o = clipql_command()
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["model", "info", "Xenova/siglip-base-patch16-224"])
+        .output()
+        .unwrap();
+    let info = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        info.contains("family: siglip")
+            && info.contains("scoring: sigmoid (sigmoid per label: independent probabilities)")
+            && info.contains("logit_bias: "),
+        "{info}"
+    );
+}
+
 #[test]
 fn model_pull_takes_the_dtype_files_and_sends_the_token() {
     let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);

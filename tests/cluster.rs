@@ -367,6 +367,52 @@ fn a_cluster_gives_the_same_rows_as_local_mode() {
     }
 }
 
+/// Issue 16: the same SQL with a SigLIP model gives the same rows on a
+/// cluster as locally, and they are SigLIP's: independent sigmoids, which
+/// need not sum to 1.
+#[test]
+fn a_siglip_model_gives_the_same_rows_on_a_cluster() {
+    let photos = photos_with_a_bad_one();
+    let folder = format!("{}/", photos.path().display());
+    let model = "tests/fixtures/siglip/model";
+    let cluster = Cluster::start_with_model(2, &[], model);
+    let sql = |cluster_url: Option<&str>| -> Vec<serde_json::Value> {
+        let mut cmd = clipql_command();
+        cmd.args([
+            "sql",
+            "--model",
+            model,
+            "--format",
+            "jsonl",
+            "-c",
+            &query(&folder),
+        ]);
+        if let Some(url) = cluster_url {
+            cmd.args(["--cluster", url]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cluster_url:?}: {}\nscheduler:\n{}",
+            stderr(&o),
+            cluster.log("scheduler.log")
+        );
+        jsonl(&o)
+    };
+    let local = sql(None);
+    assert_eq!(local.len(), 15);
+    assert_same_rows(&local, &sql(Some(&cluster.url())));
+    let sums: Vec<f64> = local
+        .iter()
+        .filter_map(|r| r["scores"].as_array())
+        .map(|s| s.iter().map(|e| e["score"].as_f64().unwrap()).sum())
+        .collect();
+    assert!(
+        sums.iter().any(|s| (s - 1.0).abs() > 0.1),
+        "softmax-like sums: {sums:?}"
+    );
+}
+
 /// Misuse and failures read as in local mode: a planning error names the
 /// fix, a bad image is a NULL with its reason (above), and a table whose S3
 /// credentials are in OPTIONS is refused rather than shipped.

@@ -1357,6 +1357,18 @@ fn bodies(hub: &StandInHub) -> Vec<String> {
     files
 }
 
+/// What `model pull` fetches of a repo in the Transformers.js layout, for
+/// fp32: only what the runtime reads.
+const FP32_FILES: [&str; 7] = [
+    "config.json",
+    "onnx/model.onnx",
+    "onnx/text_model.onnx",
+    "onnx/vision_model.onnx",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
 #[test]
 fn model_pull_fills_the_hf_cache_from_the_hub() {
     let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);
@@ -1375,18 +1387,7 @@ fn model_pull_fills_the_hf_cache_from_the_hub() {
         stderr(&o)
     );
     // Only what the runtime needs, for this dtype.
-    assert_eq!(
-        bodies(&hub),
-        [
-            "config.json",
-            "onnx/model.onnx",
-            "onnx/text_model.onnx",
-            "onnx/vision_model.onnx",
-            "preprocessor_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json"
-        ]
-    );
+    assert_eq!(bodies(&hub), FP32_FILES);
     // The HF cache layout: refs/main, and snapshot symlinks into blobs/ named
     // by ETag, holding exactly the served bytes.
     assert_eq!(
@@ -1465,18 +1466,7 @@ fn model_pull_fetches_a_siglip_repo() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(
-        bodies(&hub),
-        [
-            "config.json",
-            "onnx/model.onnx",
-            "onnx/text_model.onnx",
-            "onnx/vision_model.onnx",
-            "preprocessor_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json"
-        ]
-    );
+    assert_eq!(bodies(&hub), FP32_FILES);
     let o = clipql_command()
         .env("HF_HOME", home.path())
         .env("HF_HUB_OFFLINE", "1")

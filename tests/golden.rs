@@ -67,6 +67,8 @@ fn fixtures() -> PathBuf {
 enum Fixture {
     Clip,
     Siglip,
+    /// A CLIP shaped like ViT-L/14 at 336 pixels (14-pixel patches).
+    Clip336,
 }
 
 impl Fixture {
@@ -74,6 +76,7 @@ impl Fixture {
         match self {
             Self::Clip => fixtures(),
             Self::Siglip => fixtures().join("siglip"),
+            Self::Clip336 => fixtures().join("clip336"),
         }
     }
 
@@ -95,8 +98,11 @@ fn model() -> Arc<ClipModel> {
     Fixture::Clip.model()
 }
 
+/// A fixture photo, or one of the 336 fixture's extreme strips.
 fn photo(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join("photos").join(name)).unwrap()
+    let photos = fixtures().join("photos").join(name);
+    let strips = fixtures().join("clip336/strips").join(name);
+    std::fs::read(if photos.exists() { photos } else { strips }).unwrap()
 }
 
 /// PIL converts 16-bit grayscale by clipping, which whitens the image; we
@@ -220,6 +226,12 @@ fn pixel_values_match_siglip_image_processor() {
     pixel_values_match(Fixture::Siglip);
 }
 
+/// ViT-L/14-336 shapes: a 336 crop, and a 1:10 strip made 336 wide.
+#[test]
+fn pixel_values_match_at_336() {
+    pixel_values_match(Fixture::Clip336);
+}
+
 fn pixel_values_match(fixture: Fixture) {
     let model = fixture.model();
     let mut worst = Vec::new();
@@ -276,6 +288,13 @@ fn image_embeddings_and_probabilities_match_the_pipeline() {
 #[test]
 fn siglip_embeddings_and_sigmoid_scores_match_the_pipeline() {
     embeddings_and_probabilities_match(Fixture::Siglip);
+}
+
+/// ViT-L/14-336 shapes (patch 14, crop 336), over every photo and a 1:10
+/// and a 10:1 strip: nothing assumes 224 or patch 32.
+#[test]
+fn embeddings_and_probabilities_match_at_336() {
+    embeddings_and_probabilities_match(Fixture::Clip336);
 }
 
 fn embeddings_and_probabilities_match(fixture: Fixture) {

@@ -8,6 +8,7 @@
 
 mod args;
 mod images;
+mod labels;
 mod macros;
 mod results;
 mod scoring;
@@ -27,7 +28,6 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::logical_expr::{DocSection, Documentation, ScalarUDF};
 
-pub use args::{MAX_LABEL_BYTES, MAX_LABELS};
 pub use clip_classify::ClipClassify;
 pub use clip_classify_embedding::ClipClassifyEmbedding;
 pub use clip_image_embedding::ClipImageEmbedding;
@@ -37,6 +37,7 @@ pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_tags::ClipTags;
 pub use clip_tags_embedding::ClipTagsEmbedding;
 pub use clip_text_embedding::ClipTextEmbedding;
+pub use labels::{MAX_LABEL_BYTES, MAX_LABELS};
 pub use results::{scores_array, scores_type, utf8_list_type, utf8_lists};
 pub use show::show_functions;
 

@@ -11,12 +11,12 @@ use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs};
 
 use super::args::{
-    LabelSets, RowEmbedding, check_arity_between, check_embedding_type, check_image_type,
-    check_k_literal, check_k_type, check_labels_literal, check_labels_type,
-    check_threshold_literal, check_threshold_type, image_array, k_rows, stored_embeddings,
-    threshold_rows,
+    RowEmbedding, check_arity_between, check_embedding_type, check_image_type, check_k_literal,
+    check_k_type, check_threshold_literal, check_threshold_type, image_array, k_rows,
+    stored_embeddings, threshold_rows,
 };
 use super::images::{embed_image_rows, usable};
+use super::labels::{LabelSets, check_labels_literal, check_labels_type};
 use super::results::{
     nullable_field, scores_array, scores_type, utf8_column, utf8_list_type, utf8_lists,
 };

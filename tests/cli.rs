@@ -3444,3 +3444,54 @@ fn classify_with_siglip_and_a_threshold_matches_the_pipeline() {
         stderr(&o)
     );
 }
+
+/// Issue 16, item 6: `--template` repeated is a prompt ensemble per class
+/// (`clip_prompts`); the output names the class, and the scores are the same
+/// computation on transformers' text features (golden/ensembles.json).
+#[test]
+fn repeated_templates_make_a_prompt_ensemble() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/golden/ensembles.json")).unwrap(),
+    )
+    .unwrap();
+    let mut args = vec![
+        "classify",
+        "tests/fixtures/photos/chelsea.jpg",
+        "tests/fixtures/photos/astronaut.png",
+        "tests/fixtures/photos/coffee_progressive.jpg",
+        "--model",
+        "tests/fixtures/siglip/model",
+        "--labels",
+    ];
+    let classes: Vec<&str> = golden["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    args.extend(&classes);
+    for t in golden["templates"].as_array().unwrap() {
+        args.extend(["--template", t.as_str().unwrap()]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    args.extend(["--output", out.to_str().unwrap()]);
+    let o = clipql(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let file = row["path"].as_str().unwrap().rsplit('/').next().unwrap();
+        let theirs = &golden["families"]["siglip"]["scores"][file];
+        for s in row["scores"].as_array().unwrap() {
+            let class = s["label"].as_str().unwrap();
+            let i = classes.iter().position(|c| *c == class).unwrap();
+            let d = (s["score"].as_f64().unwrap() - theirs[i].as_f64().unwrap()).abs();
+            assert!(d <= 1e-3, "{file} {class}: |Δ| {d}");
+        }
+    }
+}

@@ -651,3 +651,62 @@ fn misconfigured_models_name_the_file_and_the_mismatch() {
     let err = load_error(dir.path());
     assert!(err.contains("config.json"), "{err}");
 }
+
+#[derive(Deserialize)]
+struct Ensembles {
+    classes: Vec<String>,
+    templates: Vec<String>,
+    families: std::collections::HashMap<String, EnsembleFamily>,
+}
+
+#[derive(Deserialize)]
+struct EnsembleFamily {
+    text_embeddings: Vec<Vec<f32>>,
+    scores: std::collections::HashMap<String, Vec<f32>>,
+}
+
+/// Issue 16, item 6: a label's prompt ensemble (the mean of its prompts'
+/// normalised embeddings, normalised again) and the scores against it match
+/// the same computation on transformers' text features
+/// (`golden/ensembles.json`), for CLIP and SigLIP.
+#[test]
+fn prompt_ensembles_match_transformers_text_features() {
+    let e: Ensembles = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("golden/ensembles.json")).unwrap(),
+    )
+    .unwrap();
+    for (family, fixture) in [("clip", Fixture::Clip), ("siglip", Fixture::Siglip)] {
+        let golden = &e.families[family];
+        let model = fixture.model();
+        let labels: Vec<clip_runtime::Embedding> = e
+            .classes
+            .iter()
+            .map(|c| {
+                let prompts: Vec<String> = e.templates.iter().map(|t| t.replace("{}", c)).collect();
+                let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                let embedded = model.embed_texts(&texts).unwrap();
+                let members: Vec<&[f32]> = embedded.iter().map(|m| &m[..]).collect();
+                clip_runtime::Embedding::from(clip_runtime::ensemble(&members))
+            })
+            .collect();
+        for (ours, theirs) in labels.iter().zip(&golden.text_embeddings) {
+            let cos = dot(ours, theirs);
+            assert!(cos >= 0.9999, "{family}: ensemble cosine {cos}");
+        }
+        let scorer = model.scorer(None).unwrap();
+        for (file, theirs) in &golden.scores {
+            let image = model
+                .embed_images(&[&photo(file)], 1, &DecodeLimits::default())
+                .unwrap()
+                .remove(0)
+                .unwrap();
+            let ours = scorer.probabilities(&image, &labels);
+            let max = ours
+                .iter()
+                .zip(theirs)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max <= 1e-3, "{family} {file}: max |Δp| {max}");
+        }
+    }
+}

@@ -58,7 +58,7 @@ pub use prepare::{PixelValues, image_error, prepare_image};
 pub use preprocess::{PreprocessConfig, Resample, ResizeTarget};
 pub use scale_cache::{ScaleCache, cache_dir};
 pub use score::{
-    Scorer, ScoringRule, TrainedLogits, argmax, dot, l2_normalize, label_probabilities, ranked,
-    sigmoid, softmax, top_k,
+    Scorer, ScoringRule, TrainedLogits, argmax, dot, ensemble, l2_normalize, label_probabilities,
+    ranked, sigmoid, softmax, top_k,
 };
 pub use tokenize::{TextTokenizer, TokenBatch};

@@ -110,6 +110,21 @@ pub fn sigmoid(logit: f32) -> f32 {
     }
 }
 
+/// A prompt ensemble's embedding, as the CLIP paper builds one: the mean of
+/// its prompts' normalised embeddings, normalised again. One prompt gives
+/// its own embedding back.
+pub fn ensemble(members: &[&[f32]]) -> Vec<f32> {
+    let dim = members.first().map_or(0, |m| m.len());
+    let mut mean = vec![0.0f32; dim];
+    for m in members {
+        for (acc, x) in mean.iter_mut().zip(m.iter()) {
+            *acc += x;
+        }
+    }
+    l2_normalize(&mut mean);
+    mean
+}
+
 /// Numerically stable softmax.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -196,6 +211,19 @@ mod tests {
             a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
             "{a:?} {b:?}"
         );
+    }
+
+    #[test]
+    fn an_ensemble_is_the_normalised_mean_direction() {
+        let e = ensemble(&[&[1.0, 0.0], &[0.0, 1.0]]);
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((e[0] - h).abs() < 1e-6 && (e[1] - h).abs() < 1e-6, "{e:?}");
+        let one = ensemble(&[&[0.6, 0.8]]);
+        assert!(
+            (one[0] - 0.6).abs() < 1e-6 && (one[1] - 0.8).abs() < 1e-6,
+            "{one:?}"
+        );
+        assert!(ensemble(&[]).is_empty());
     }
 
     #[test]

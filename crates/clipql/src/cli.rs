@@ -146,9 +146,9 @@ pub(crate) struct ClassifyArgs {
     #[arg(long)]
     pub(crate) labels_file: Option<PathBuf>,
 
-    /// Wraps each label into the text CLIP sees, e.g. 'a photo of a {}'; the output shows the bare label.
+    /// Wraps each label into the text the model sees, e.g. 'a photo of a {}'; the output shows the bare label. Repeat it for a prompt ensemble: each label's text embedding is then the normalised mean of its prompts'.
     #[arg(long)]
-    pub(crate) template: Option<String>,
+    pub(crate) template: Vec<String>,
 
     /// Output file: .parquet, .csv or .jsonl. Without it, a table goes to stdout.
     #[arg(long, short)]

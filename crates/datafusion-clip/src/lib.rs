@@ -23,7 +23,8 @@
 //! - the scalar functions `clip_classify`, `clip_scores`, `clip_tags`,
 //!   `clip_image_embedding`, `clip_text_embedding`,
 //!   `clip_classify_embedding`, `clip_scores_embedding`,
-//!   `clip_tags_embedding` and `clip_image_error`;
+//!   `clip_tags_embedding`, `clip_prompts` (prompt ensembles) and
+//!   `clip_image_error`;
 //! - the `IMAGE` table format (`CREATE EXTERNAL TABLE ... STORED AS IMAGE`)
 //!   and the `read_images` table function;
 //! - the `clip.*` options ([`ClipOptions`]);
@@ -56,10 +57,10 @@ use datafusion::prelude::SessionConfig;
 pub use exec::codec::{ClipLogicalCodec, ClipPhysicalCodec};
 pub use exec::metrics::{ClipMetricsExec, ClipMetricsRule};
 pub use functions::{
-    ClipClassify, ClipClassifyEmbedding, ClipImageEmbedding, ClipImageError, ClipScores,
-    ClipScoresEmbedding, ClipTags, ClipTagsEmbedding, ClipTextEmbedding, MAX_LABEL_BYTES,
-    MAX_LABELS, NEED_NO_MODEL, PREFIX, all_functions, is_clip_function, needs_model, scores_array,
-    scores_type, show_functions, utf8_list_type, utf8_lists,
+    ClipClassify, ClipClassifyEmbedding, ClipImageEmbedding, ClipImageError, ClipPrompts,
+    ClipScores, ClipScoresEmbedding, ClipTags, ClipTagsEmbedding, ClipTextEmbedding,
+    MAX_LABEL_BYTES, MAX_LABELS, NEED_NO_MODEL, PREFIX, all_functions, is_clip_function,
+    needs_model, scores_array, scores_type, show_functions, utf8_list_type, utf8_lists,
 };
 pub use options::{ClipOptions, OnError};
 pub use store::object_stores::{self, ClipObjectStoreRegistry, runtime_env};

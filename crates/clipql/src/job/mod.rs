@@ -51,7 +51,8 @@ pub enum Task {
         /// Class names (or full prompts when there is no template).
         labels: Vec<String>,
         /// `a photo of a {}`: wraps each class name into the text CLIP sees.
-        template: Option<String>,
+        /// Several: a prompt ensemble per class (`clip_prompts`).
+        template: Vec<String>,
         /// Keep only the k best labels in `scores`.
         top_k: Option<usize>,
         /// `--threshold`: the score the answer must reach, and a `tags`

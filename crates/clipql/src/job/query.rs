@@ -194,23 +194,30 @@ pub(super) fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option
                 .into(),
         ));
     }
-    let prompts: Vec<String> = match template {
-        Some(t) if !t.contains("{}") => {
-            return Err(DataFusionError::Plan(format!(
-                "--template {t:?} has no {{}} for the class name; write e.g. 'a photo of a {{}}'"
-            )));
-        }
-        Some(t) => labels.iter().map(|l| t.replace("{}", l)).collect(),
-        None => labels.clone(),
+    if let Some(t) = template.iter().find(|t| !t.contains("{}")) {
+        return Err(DataFusionError::Plan(format!(
+            "--template {t:?} has no {{}} for the class name; write e.g. 'a photo of a {{}}'"
+        )));
+    }
+    let sql_list = |items: &[String]| {
+        format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|p| sql_string(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
-    let list = format!(
-        "[{}]",
-        prompts
-            .iter()
-            .map(|p| sql_string(p))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let prompts: Vec<String> = match template.as_slice() {
+        [t] => labels.iter().map(|l| t.replace("{}", l)).collect(),
+        _ => labels.clone(),
+    };
+    // Several templates: a prompt ensemble per class, named by the class.
+    let list = match template.len() {
+        0 | 1 => sql_list(&prompts),
+        _ => format!("clip_prompts({}, {})", sql_list(labels), sql_list(template)),
+    };
     let embedding = if *with_embeddings {
         ", clip_image_embedding(image) AS embedding"
     } else {
@@ -228,8 +235,7 @@ pub(super) fn plan_task(task: &Task) -> Result<(String, Option<Reshaper>, Option
          FROM images)"
     );
     let reshaper = Reshaper {
-        names: template
-            .is_some()
+        names: (template.len() == 1)
             .then(|| prompts.into_iter().zip(labels.iter().cloned()).collect()),
         threshold: *threshold,
         schema: output_schema(None, threshold.is_some()),

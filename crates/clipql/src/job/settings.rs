@@ -52,7 +52,12 @@ pub(super) fn job_settings(job: &Job, options: &datafusion_clip::ClipOptions) ->
             let mut task = serde_json::json!({
                 "command": "classify",
                 "labels": labels,
-                "template": template,
+                // One template as before, so older outputs still resume.
+                "template": match template.as_slice() {
+                    [] => serde_json::Value::Null,
+                    [one] => one.as_str().into(),
+                    many => many.into(),
+                },
                 "top_k": top_k,
                 "with_embeddings": with_embeddings,
             });

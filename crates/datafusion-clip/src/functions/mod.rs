@@ -18,6 +18,7 @@ mod clip_classify;
 mod clip_classify_embedding;
 mod clip_image_embedding;
 mod clip_image_error;
+mod clip_prompts;
 mod clip_scores;
 mod clip_scores_embedding;
 mod clip_tags;
@@ -32,6 +33,7 @@ pub use clip_classify::ClipClassify;
 pub use clip_classify_embedding::ClipClassifyEmbedding;
 pub use clip_image_embedding::ClipImageEmbedding;
 pub use clip_image_error::ClipImageError;
+pub use clip_prompts::ClipPrompts;
 pub use clip_scores::ClipScores;
 pub use clip_scores_embedding::ClipScoresEmbedding;
 pub use clip_tags::ClipTags;
@@ -49,7 +51,7 @@ pub const PREFIX: &str = "clip_";
 /// The functions that run without a model: `clipql sql` does not pull the
 /// default model for SQL that calls only these, and they plan with
 /// `clip.model` unset.
-pub const NEED_NO_MODEL: &[&str] = &["clip_image_error"];
+pub const NEED_NO_MODEL: &[&str] = &["clip_image_error", "clip_prompts"];
 
 /// Every `clip_*` scalar function, unconfigured.
 pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
@@ -63,6 +65,7 @@ pub fn all_functions() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::new_from_impl(ClipScoresEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipTagsEmbedding::new())),
         Arc::new(ScalarUDF::new_from_impl(ClipImageError::new())),
+        Arc::new(ScalarUDF::new_from_impl(ClipPrompts::new())),
     ]
 }
 

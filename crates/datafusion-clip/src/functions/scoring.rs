@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use clip_runtime::{ClipModel, Embedding, ranked, top_k};
+use clip_runtime::{ClipModel, Embedding, ensemble, ranked, top_k};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{Result, exec_err};
@@ -48,6 +48,8 @@ pub(crate) fn score_rows<'l>(
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
         )
         .collect();
+    // A prompt ensemble's embedding, once per distinct prompt set.
+    let mut ensembles: HashMap<&'l [String], Embedding> = HashMap::new();
     let scorer = options.scorer(model)?;
     embeddings
         .iter()
@@ -59,7 +61,28 @@ pub(crate) fn score_rows<'l>(
             let Some(row_labels) = labels.get(row) else {
                 return Ok(None);
             };
-            let label_embeddings: Vec<&Embedding> = row_labels.iter().filter_map(|l| texts.get(l.as_str())).collect();
+            let label_embeddings: Vec<Embedding> = match &row_labels.prompts {
+                None => row_labels
+                    .names
+                    .iter()
+                    .filter_map(|l| texts.get(l.as_str()).cloned())
+                    .collect(),
+                Some(prompt_sets) => prompt_sets
+                    .iter()
+                    .map(|prompts| {
+                        ensembles
+                            .entry(prompts.as_slice())
+                            .or_insert_with(|| {
+                                let members: Vec<&[f32]> = prompts
+                                    .iter()
+                                    .filter_map(|p| texts.get(p.as_str()).map(|e| &e[..]))
+                                    .collect();
+                                Embedding::from(ensemble(&members))
+                            })
+                            .clone()
+                    })
+                    .collect(),
+            };
             if image.len() != model.dim() {
                 return exec_err!(
                     "{function}: the embedding in row {row} has {} dimensions but clip.model embeds into {}",
@@ -67,7 +90,10 @@ pub(crate) fn score_rows<'l>(
                     model.dim()
                 );
             }
-            Ok(Some((row_labels, scorer.probabilities(image, &label_embeddings))))
+            Ok(Some((
+                row_labels.names.as_slice(),
+                scorer.probabilities(image, &label_embeddings),
+            )))
         })
         .collect()
 }

@@ -16,7 +16,7 @@ use super::args::{
     stored_embeddings, threshold_rows,
 };
 use super::images::{embed_image_rows, usable};
-use super::labels::{LabelSets, check_labels_literal, check_labels_type};
+use super::labels::{LabelSets, Labels, check_labels_literal, check_labels_type};
 use super::results::{
     nullable_field, scores_array, scores_type, utf8_column, utf8_list_type, utf8_lists,
 };
@@ -50,6 +50,7 @@ pub(crate) fn score_rows<'l>(
         .collect();
     // A prompt ensemble's embedding, once per distinct prompt set.
     let mut ensembles: HashMap<&'l [String], Embedding> = HashMap::new();
+    let mut last: Option<(&'l Labels, Vec<Embedding>)> = None;
     let scorer = options.scorer(model)?;
     embeddings
         .iter()
@@ -61,27 +62,13 @@ pub(crate) fn score_rows<'l>(
             let Some(row_labels) = labels.get(row) else {
                 return Ok(None);
             };
-            let label_embeddings: Vec<Embedding> = match &row_labels.prompts {
-                None => row_labels
-                    .names
-                    .iter()
-                    .filter_map(|l| texts.get(l.as_str()).cloned())
-                    .collect(),
-                Some(prompt_sets) => prompt_sets
-                    .iter()
-                    .map(|prompts| {
-                        ensembles
-                            .entry(prompts.as_slice())
-                            .or_insert_with(|| {
-                                let members: Vec<&[f32]> = prompts
-                                    .iter()
-                                    .filter_map(|p| texts.get(p.as_str()).map(|e| &e[..]))
-                                    .collect();
-                                Embedding::from(ensemble(&members))
-                            })
-                            .clone()
-                    })
-                    .collect(),
+            // A literal list is the same `Labels` for every row: its
+            // embeddings are gathered once per batch, not once per row.
+            if !last.as_ref().is_some_and(|(l, _)| std::ptr::eq(*l, row_labels)) {
+                last = Some((row_labels, label_embeddings(row_labels, &texts, &mut ensembles)));
+            }
+            let Some((_, label_embeddings)) = &last else {
+                return Ok(None);
             };
             if image.len() != model.dim() {
                 return exec_err!(
@@ -92,10 +79,41 @@ pub(crate) fn score_rows<'l>(
             }
             Ok(Some((
                 row_labels.names.as_slice(),
-                scorer.probabilities(image, &label_embeddings),
+                scorer.probabilities(image, label_embeddings),
             )))
         })
         .collect()
+}
+
+/// The text embedding of each of `labels`: a label's own, or its prompt
+/// ensemble's (once per distinct prompt set, in `ensembles`).
+fn label_embeddings<'l>(
+    labels: &'l Labels,
+    texts: &HashMap<&str, Embedding>,
+    ensembles: &mut HashMap<&'l [String], Embedding>,
+) -> Vec<Embedding> {
+    match &labels.prompts {
+        None => labels
+            .names
+            .iter()
+            .filter_map(|l| texts.get(l.as_str()).cloned())
+            .collect(),
+        Some(prompt_sets) => prompt_sets
+            .iter()
+            .map(|prompts| {
+                ensembles
+                    .entry(prompts.as_slice())
+                    .or_insert_with(|| {
+                        let members: Vec<&[f32]> = prompts
+                            .iter()
+                            .filter_map(|p| texts.get(p.as_str()).map(|e| &e[..]))
+                            .collect();
+                        Embedding::from(ensemble(&members))
+                    })
+                    .clone()
+            })
+            .collect(),
+    }
 }
 
 /// What the first argument of a scoring function is.

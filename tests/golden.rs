@@ -1,6 +1,7 @@
 //! Parity with HF transformers, pinned by `tests/fixtures/golden/golden.json`
-//! for CLIP and `tests/fixtures/siglip/golden/golden.json` for SigLIP
-//! (written by `tests/fixtures/generate.py` with transformers 4.57).
+//! for CLIP, `tests/fixtures/siglip/golden/golden.json` for SigLIP and
+//! `tests/fixtures/siglip2/golden/golden.json` for SigLIP 2 (written by
+//! `tests/fixtures/generate.py` with transformers 4.57).
 //!
 //! Tolerances are the project's contract with users, not tuned to pass:
 //! - token ids: equal;
@@ -67,6 +68,8 @@ fn fixtures() -> PathBuf {
 enum Fixture {
     Clip,
     Siglip,
+    /// SigLIP 2 at fixed resolution: a SigLIP with Gemma's tokenizer.
+    Siglip2,
     /// A CLIP shaped like ViT-L/14 at 336 pixels (14-pixel patches).
     Clip336,
 }
@@ -76,6 +79,7 @@ impl Fixture {
         match self {
             Self::Clip => fixtures(),
             Self::Siglip => fixtures().join("siglip"),
+            Self::Siglip2 => fixtures().join("siglip2"),
             Self::Clip336 => fixtures().join("clip336"),
         }
     }
@@ -123,6 +127,40 @@ fn token_ids_match_clip_tokenizer() {
 #[test]
 fn token_ids_match_siglip_tokenizer() {
     token_ids_match(Fixture::Siglip);
+}
+
+/// SigLIP 2's Gemma tokenizer (BPE with byte fallback, not lower-cased),
+/// with the BOS/EOS rule of `tokenizer_config.json`, not `tokenizer.json`'s.
+#[test]
+fn token_ids_match_siglip2_gemma_tokenizer() {
+    token_ids_match(Fixture::Siglip2);
+}
+
+/// A SigLIP 2 batch is `tokens, <eos>, <pad>...` to 64, as transformers pads
+/// it (`padding_side: "right"` in `tokenizer_config.json`, though Gemma's
+/// class pads left by default).
+#[test]
+fn siglip2_texts_are_padded_like_transformers() {
+    #[derive(Deserialize)]
+    struct Padded {
+        padded: Vec<TokenCase>,
+    }
+    let fixture = Fixture::Siglip2;
+    let text = std::fs::read_to_string(fixture.root().join("golden/golden.json")).unwrap();
+    let padded: Padded = serde_json::from_str(&text).unwrap();
+    let texts: Vec<&str> = padded.padded.iter().map(|c| c.text.as_str()).collect();
+    let batch = fixture
+        .model()
+        .tokenizer()
+        .encode_batch(&texts, Some(64))
+        .unwrap();
+    for (row, case) in padded.padded.iter().enumerate() {
+        let ours: Vec<u32> = batch.ids[row * batch.len..(row + 1) * batch.len]
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        assert_eq!(ours, case.ids, "text {:?}", case.text);
+    }
 }
 
 fn token_ids_match(fixture: Fixture) {
@@ -288,6 +326,11 @@ fn image_embeddings_and_probabilities_match_the_pipeline() {
 #[test]
 fn siglip_embeddings_and_sigmoid_scores_match_the_pipeline() {
     embeddings_and_probabilities_match(Fixture::Siglip);
+}
+
+#[test]
+fn pixel_values_match_siglip2_image_processor() {
+    pixel_values_match(Fixture::Siglip2);
 }
 
 /// ViT-L/14-336 shapes (patch 14, crop 336), over every photo and a 1:10

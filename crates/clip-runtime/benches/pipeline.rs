@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use clip_runtime::{
-    DecodeLimits, ModelFamily, PreprocessConfig, TextTokenizer, decode_rgb, decode_rgb_at_least,
-    label_probabilities,
+    DecodeLimits, ModelFamily, PreprocessConfig, TextTokenizer, TokenizerSettings, decode_rgb,
+    decode_rgb_at_least, label_probabilities,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use image::RgbImage;
@@ -101,7 +101,7 @@ fn tokenize(c: &mut Criterion) {
     let tokenizer = TextTokenizer::from_file(
         &fixtures().join("model/tokenizer.json"),
         77,
-        ModelFamily::Clip.default_pad_token(),
+        &TokenizerSettings::for_family(ModelFamily::Clip),
     )
     .unwrap();
     let mut group = c.benchmark_group("tokenize");

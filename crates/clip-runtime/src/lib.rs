@@ -61,4 +61,4 @@ pub use score::{
     Scorer, ScoringRule, TrainedLogits, argmax, dot, ensemble, l2_normalize, label_probabilities,
     ranked, sigmoid, softmax, top_k,
 };
-pub use tokenize::{TextTokenizer, TokenBatch};
+pub use tokenize::{PaddingSide, SpecialTokens, TextTokenizer, TokenBatch, TokenizerSettings};

@@ -39,11 +39,6 @@ struct TextConfigJson {
     hidden_size: Option<usize>,
 }
 
-#[derive(Deserialize)]
-struct TokenizerConfigJson {
-    pad_token: Option<serde_json::Value>,
-}
-
 impl ModelConfig {
     /// Reads `config.json` of a model directory, without loading any graph.
     pub fn from_dir(dir: &Path) -> Result<Self> {
@@ -105,22 +100,6 @@ pub fn available_dtypes(dir: &Path) -> Vec<Dtype> {
             dir.join(d.file("vision_model")).is_file() && dir.join(d.file("text_model")).is_file()
         })
         .collect()
-}
-
-/// The pad token `tokenizer_config.json` names (a string, or an added
-/// token's `content`), if it names one.
-pub(super) fn read_pad_token(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<TokenizerConfigJson>(&t).ok())
-        .and_then(|c| match c.pad_token {
-            Some(serde_json::Value::String(s)) => Some(s),
-            Some(serde_json::Value::Object(o)) => o
-                .get("content")
-                .and_then(|c| c.as_str())
-                .map(str::to_string),
-            _ => None,
-        })
 }
 
 #[cfg(test)]

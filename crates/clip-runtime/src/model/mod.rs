@@ -18,11 +18,11 @@ use crate::metrics::{InferenceMetrics, ModelStats};
 use crate::options::ModelOptions;
 use crate::preprocess::PreprocessConfig;
 use crate::score::l2_normalize;
-use crate::tokenize::TextTokenizer;
+use crate::tokenize::{TextTokenizer, TokenizerSettings};
 use crate::tower::{Float, Int, Port, RunGate, ThreadConfig, Tower};
 
+use config::require;
 pub use config::{ModelConfig, available_dtypes};
-use config::{read_pad_token, require};
 pub use family::{ConfigDefaults, Modality, ModelFamily, TextPadding};
 use logit_scale::{Trained, trained_logits};
 pub use registry::{DEFAULT_MAX_MODELS, load_shared, loaded_models};
@@ -94,14 +94,9 @@ impl ClipModel {
         let preprocess =
             PreprocessConfig::from_file(&require(dir, "preprocessor_config.json", layout_hint)?)?;
         let tokenizer_path = require(dir, "tokenizer.json", layout_hint)?;
-        let pad_token = read_pad_token(dir);
-        let tokenizer = TextTokenizer::from_file(
-            &tokenizer_path,
-            config.context_length,
-            pad_token
-                .as_deref()
-                .unwrap_or(config.family.default_pad_token()),
-        )?;
+        let settings = TokenizerSettings::from_dir(dir, config.family)?;
+        let tokenizer =
+            TextTokenizer::from_file(&tokenizer_path, config.context_length, &settings)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(ClipError::ModelFile {
                 path: tokenizer_path,

@@ -101,7 +101,7 @@ fn tokenize(c: &mut Criterion) {
     let tokenizer = TextTokenizer::from_file(
         &fixtures().join("model/tokenizer.json"),
         77,
-        &TokenizerSettings::for_family(ModelFamily::Clip),
+        &TokenizerSettings::defaults(ModelFamily::Clip.default_pad_token()),
     )
     .unwrap();
     let mut group = c.benchmark_group("tokenize");

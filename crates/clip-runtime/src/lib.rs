@@ -38,6 +38,7 @@ pub mod onnxruntime;
 mod options;
 mod prepare;
 mod preprocess;
+mod resample;
 mod scale_cache;
 mod score;
 mod tokenize;

@@ -2,63 +2,17 @@
 //! antialiased filters, centre-crop, rescale, normalise, emit CHW `f32`.
 //!
 //! Every parameter comes from `preprocessor_config.json`; nothing is
-//! hard-coded. The resize is `fast_image_resize`'s convolution, which uses
-//! the same separable, support-scaled kernels as Pillow's `Image.resize`
-//! (bicubic with a = -0.5 is its Catmull-Rom), computed on 8-bit pixels like
-//! PIL so results agree to within one 8-bit level.
+//! hard-coded. The resize is Pillow's `Image.resize`, reproduced bit for bit
+//! ([`crate::resample`]).
 
 use std::path::Path;
 
-use fast_image_resize::images::{TypedImage, TypedImageRef};
-use fast_image_resize::pixels::F32x3;
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::Deserialize;
 
 use crate::error::{ClipError, ImageError, Result};
 
-/// PIL resampling filters, by their `Image.Resampling` integer codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resample {
-    /// 0
-    Nearest,
-    /// 1
-    Lanczos,
-    /// 2
-    Bilinear,
-    /// 3 (CLIP's)
-    Bicubic,
-    /// 4
-    Box,
-    /// 5
-    Hamming,
-}
-
-impl Resample {
-    /// From PIL's integer code.
-    pub fn from_pil(code: u32) -> Option<Self> {
-        Some(match code {
-            0 => Self::Nearest,
-            1 => Self::Lanczos,
-            2 => Self::Bilinear,
-            3 => Self::Bicubic,
-            4 => Self::Box,
-            5 => Self::Hamming,
-            _ => return None,
-        })
-    }
-
-    fn algorithm(self) -> ResizeAlg {
-        match self {
-            Self::Nearest => ResizeAlg::Nearest,
-            Self::Lanczos => ResizeAlg::Convolution(FilterType::Lanczos3),
-            Self::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-            Self::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
-            Self::Box => ResizeAlg::Convolution(FilterType::Box),
-            Self::Hamming => ResizeAlg::Convolution(FilterType::Hamming),
-        }
-    }
-}
+pub use crate::resample::Resample;
 
 /// How to resize before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,57 +288,20 @@ impl PreprocessConfig {
 
     /// Resizes packed RGB8 to (`w`, `h`) like Pillow's `Image.resize` and
     /// returns only the `window` (left, top, width, height) of the result.
-    ///
-    /// Pillow runs a horizontal pass into an 8-bit intermediate image, then a
-    /// vertical pass, rounding half up and clipping to 0..=255 after each.
-    /// `fast_image_resize`'s 8-bit path differs in two ways that move pixels:
-    /// it runs the vertical pass first (moving edge pixels by up to five
-    /// levels in our goldens) and quantises kernel weights to 16 bits where
-    /// Pillow keeps 22. So we run its `f32` kernels one axis at a time and do
-    /// Pillow's rounding ourselves.
-    ///
-    /// Each pass computes only the window's columns or rows: the kernels are
-    /// placed exactly where a full resize would place them (the crop box is in
-    /// source coordinates and may reach outside it), so the window equals the
-    /// same region of a full resize, without its cost.
     fn resize(
         &self,
         src: &[u8],
-        (w0, h0): (u32, u32),
-        (w, h): (u64, u64),
-        (left, top, cw, ch): (u64, u64, u32, u32),
+        from: (u32, u32),
+        to: (u64, u64),
+        window: (u64, u64, u32, u32),
     ) -> Result<Vec<u8>, ImageError> {
-        let mut resizer = Resizer::new();
-        let alg = self.resample.algorithm();
-        let round = |p: &F32x3| F32x3::new(p.0.map(|v| (v + 0.5).floor().clamp(0.0, 255.0)));
-        let mut pass = |pixels: Vec<F32x3>,
-                        from: (u32, u32),
-                        to: (u32, u32),
-                        crop: (f64, f64, f64, f64)|
-         -> Result<Vec<F32x3>, ImageError> {
-            if from == to && crop == (0.0, 0.0, from.0 as f64, from.1 as f64) {
-                return Ok(pixels);
-            }
-            let src = TypedImageRef::new(from.0, from.1, &pixels)
-                .map_err(|e| ImageError::Inference(format!("resize source: {e}")))?;
-            let mut dst = TypedImage::<F32x3>::new(to.0, to.1);
-            let options = ResizeOptions::new()
-                .resize_alg(alg)
-                .crop(crop.0, crop.1, crop.2, crop.3);
-            resizer
-                .resize_typed(&src, &mut dst, &options)
-                .map_err(|e| ImageError::Inference(format!("resize: {e}")))?;
-            Ok(dst.pixels().iter().map(round).collect())
-        };
-        let input: Vec<F32x3> = src
-            .chunks_exact(3)
-            .map(|p| F32x3::new([p[0] as f32, p[1] as f32, p[2] as f32]))
-            .collect();
-        let (x, crop_w) = source_span(left, cw, w, w0);
-        let (y, crop_h) = source_span(top, ch, h, h0);
-        let horizontal = pass(input, (w0, h0), (cw, h0), (x, 0.0, crop_w, h0 as f64))?;
-        let both = pass(horizontal, (cw, h0), (cw, ch), (0.0, y, cw as f64, crop_h))?;
-        Ok(both.iter().flat_map(|p| p.0.map(|v| v as u8)).collect())
+        Ok(crate::resample::resize_window(
+            src,
+            from,
+            to,
+            window,
+            self.resample,
+        ))
     }
 
     /// The resize, crop window and padding for an image of this size, or
@@ -485,29 +402,6 @@ fn failpoint_resize(width: u32) -> Result<(), ImageError> {
         )));
     }
     Ok(())
-}
-
-/// The source interval `(start, length)` that the output window
-/// `start..start + len` of an axis resized from `src` to `dst` pixels covers.
-///
-/// It never reaches past the source, which `fast_image_resize` refuses. The
-/// plain `(start + len) * src / dst` can, by one rounding: a 500×58 image
-/// resized to 1931×224 has a full-height window of `224 * (58 / 224)`, which
-/// is 58.000000000000007 (issue 14).
-fn source_span(start: u64, len: u32, dst: u64, src: u32) -> (f64, f64) {
-    let src = src as f64;
-    if start == 0 && len as u64 == dst {
-        return (0.0, src);
-    }
-    let scale = src / dst as f64;
-    let begin = (start as f64 * scale).min(src);
-    let end = ((start + len as u64) as f64 * scale).min(src);
-    let mut length = (end - begin).max(0.0);
-    // `begin + length` may still round above `src`.
-    while length > 0.0 && begin + length > src {
-        length = f64::from_bits(length.to_bits() - 1);
-    }
-    (begin, length)
 }
 
 #[cfg(test)]
@@ -638,24 +532,6 @@ mod tests {
             c.apply(&img, &mut Vec::new()),
             Err(ImageError::ResizedTooLarge { .. })
         ));
-    }
-
-    #[test]
-    fn source_spans_never_pass_the_source() {
-        // The small panorama of issue 14, and every height for a width of 500.
-        let c = PreprocessConfig::from_json(r#"{"size": 224, "crop_size": 224}"#).unwrap();
-        for h0 in 1..=600u32 {
-            for (w0, h0) in [(500, h0), (h0, 500)] {
-                let (w, h) = c.resized_size(w0, h0);
-                for (start, len, dst, src) in
-                    [((w - 224) / 2, 224, w, w0), ((h - 224) / 2, 224, h, h0)]
-                {
-                    let (b, l) = source_span(start, len, dst, src);
-                    assert!(b >= 0.0 && l > 0.0 && b + l <= src as f64, "{w0}x{h0}");
-                }
-            }
-        }
-        assert_eq!(source_span(0, 224, 224, 58), (0.0, 58.0));
     }
 
     #[test]

@@ -21,7 +21,6 @@ use tokenizers::{
 };
 
 use crate::error::{ClipError, Result};
-use crate::model::ModelFamily;
 
 /// Which end of a row the pad tokens go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +35,8 @@ pub enum PaddingSide {
 /// transformers reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizerSettings {
-    /// The pad token: `pad_token`, else the family's
-    /// ([`ModelFamily::default_pad_token`]).
+    /// The pad token: `pad_token`, else the model family's
+    /// ([`crate::ModelFamily::default_pad_token`]).
     pub pad_token: String,
     /// `padding_side`, else `tokenizer.json`'s padding direction, else the
     /// tokenizer class's default (left for `GemmaTokenizer` and
@@ -85,24 +84,25 @@ fn token_text(v: Option<serde_json::Value>) -> Option<String> {
 }
 
 impl TokenizerSettings {
-    /// What a folder without `tokenizer_config.json` means for `family`.
-    pub fn for_family(family: ModelFamily) -> Self {
+    /// What a folder without `tokenizer_config.json` means: `tokenizer.json`
+    /// as it is, padded with `default_pad` (the family's).
+    pub fn defaults(default_pad: &str) -> Self {
         Self {
-            pad_token: family.default_pad_token().to_string(),
+            pad_token: default_pad.to_string(),
             padding_side: None,
             specials: None,
             tokenizer_class: None,
         }
     }
 
-    /// Reads `dir/tokenizer_config.json`; a missing file means the family's
-    /// defaults, a file that is not valid is an error.
-    pub fn from_dir(dir: &Path, family: ModelFamily) -> Result<Self> {
+    /// Reads `dir/tokenizer_config.json`; a missing file means
+    /// [`Self::defaults`], a file that is not valid is an error.
+    pub fn from_dir(dir: &Path, default_pad: &str) -> Result<Self> {
         let path = dir.join("tokenizer_config.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self::for_family(family));
+                return Ok(Self::defaults(default_pad));
             }
             Err(e) => {
                 return Err(ClipError::ModelFile {
@@ -111,10 +111,10 @@ impl TokenizerSettings {
                 });
             }
         };
-        Self::parse(&text, family).map_err(|message| ClipError::ModelFile { path, message })
+        Self::parse(&text, default_pad).map_err(|message| ClipError::ModelFile { path, message })
     }
 
-    fn parse(text: &str, family: ModelFamily) -> std::result::Result<Self, String> {
+    fn parse(text: &str, default_pad: &str) -> std::result::Result<Self, String> {
         let j: TokenizerConfigJson = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let padding_side = match j.padding_side.as_deref() {
             None => None,
@@ -137,8 +137,7 @@ impl TokenizerSettings {
             }
         });
         Ok(Self {
-            pad_token: token_text(j.pad_token)
-                .unwrap_or_else(|| family.default_pad_token().to_string()),
+            pad_token: token_text(j.pad_token).unwrap_or_else(|| default_pad.to_string()),
             padding_side,
             specials,
             tokenizer_class: j.tokenizer_class,
@@ -326,13 +325,13 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> std::result::Result<TokenizerSettings, String> {
-        TokenizerSettings::parse(json, ModelFamily::Siglip)
+        TokenizerSettings::parse(json, "</s>")
     }
 
     #[test]
     fn settings_fall_back_to_the_family_and_keep_tokenizer_json() {
         let s = parse("{}").unwrap();
-        assert_eq!(s, TokenizerSettings::for_family(ModelFamily::Siglip));
+        assert_eq!(s, TokenizerSettings::defaults("</s>"));
         assert_eq!(
             (s.pad_token.as_str(), s.padding_side, s.specials),
             ("</s>", None, None)
@@ -379,14 +378,14 @@ mod tests {
         assert!(parse("{not json").is_err());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tokenizer_config.json"), "[").unwrap();
-        let e = TokenizerSettings::from_dir(dir.path(), ModelFamily::Clip)
+        let e = TokenizerSettings::from_dir(dir.path(), "<|endoftext|>")
             .unwrap_err()
             .to_string();
         assert!(e.contains("tokenizer_config.json"), "{e}");
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(
-            TokenizerSettings::from_dir(empty.path(), ModelFamily::Clip).unwrap(),
-            TokenizerSettings::for_family(ModelFamily::Clip)
+            TokenizerSettings::from_dir(empty.path(), "<|endoftext|>").unwrap(),
+            TokenizerSettings::defaults("<|endoftext|>")
         );
     }
 
@@ -396,7 +395,7 @@ mod tests {
     fn settings_overrule_tokenizer_json_and_pad_on_their_side() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/siglip2/model/tokenizer.json");
-        let mut settings = TokenizerSettings::for_family(ModelFamily::Siglip);
+        let mut settings = TokenizerSettings::defaults("</s>");
         settings.pad_token = "<pad>".into();
         let raw = TextTokenizer::from_file(&path, 64, &settings).unwrap();
         let bos = 2;

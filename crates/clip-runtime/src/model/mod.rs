@@ -94,7 +94,7 @@ impl ClipModel {
         let preprocess =
             PreprocessConfig::from_file(&require(dir, "preprocessor_config.json", layout_hint)?)?;
         let tokenizer_path = require(dir, "tokenizer.json", layout_hint)?;
-        let settings = TokenizerSettings::from_dir(dir, config.family)?;
+        let settings = TokenizerSettings::from_dir(dir, config.family.default_pad_token())?;
         let tokenizer =
             TextTokenizer::from_file(&tokenizer_path, config.context_length, &settings)?;
         if tokenizer.vocab_size() > config.vocab_size {

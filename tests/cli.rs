@@ -1483,6 +1483,57 @@ fn model_pull_fetches_a_siglip_repo() {
     );
 }
 
+/// Issue 16, item 2: a SigLIP 2 repo (`onnx-community/siglip2-base-patch16-224-ONNX`,
+/// served with the SigLIP 2 fixture's files) pulls, says how it tokenises
+/// (Gemma's `<pad>` on the right, `<eos>` from tokenizer_config.json), and
+/// classifies as transformers' pipeline does (golden.json: chelsea.jpg's top
+/// label, margin 0.044).
+#[test]
+fn model_pull_fetches_a_siglip2_repo_that_classifies_like_the_pipeline() {
+    let repo = "onnx-community/siglip2-base-patch16-224-ONNX";
+    let hub = StandInHub::start(&[(repo, &root().join("tests/fixtures/siglip2/model"))]);
+    let home = tempfile::tempdir().unwrap();
+    let o = clipql_hub(&hub, home.path(), &["model", "pull", repo]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(bodies(&hub), FP32_FILES);
+    let offline = |args: &[&str]| {
+        clipql_command()
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = offline(&["model", "info", repo]);
+    let info = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        info.contains("family: siglip")
+            && info.contains(
+                "text: padded to the context length with \"<pad>\" on the right; \
+                 tokenizer_config.json: nothing first, <eos> last"
+            ),
+        "{info}"
+    );
+    let o = offline(&[
+        "classify",
+        "tests/fixtures/photos/chelsea.jpg",
+        "--model",
+        repo,
+        "--labels",
+        "a photo of a cat",
+        "a black and white photo",
+        "a page of text",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The label column, then its score: golden 0.962488.
+    assert!(
+        stdout(&o).contains("| a black and white photo | 0.962"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn model_pull_takes_the_dtype_files_and_sends_the_token() {
     let hub = StandInHub::start(&[("test/tiny-clip", &fixture_model())]);

@@ -676,6 +676,33 @@ fn misconfigured_models_name_the_file_and_the_mismatch() {
         "{err}"
     );
 
+    // tokenizer_config.json's settings are checked: a padding side
+    // transformers would not accept, an EOS the vocabulary lacks.
+    let dir = model_copy();
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"padding_side": "both"}"#,
+    )
+    .unwrap();
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("tokenizer_config.json")
+            && err
+                .contains("`padding_side` is \"both\"; transformers accepts \"right\" or \"left\""),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"add_eos_token": true, "eos_token": "<eos>"}"#,
+    )
+    .unwrap();
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("tokenizer.json")
+            && err.contains("tokenizer_config.json asks for \"<eos>\" around each text"),
+        "{err}"
+    );
+
     // An embedding dimension other than config.json says.
     let dir = model_copy();
     edit_config(dir.path(), |c| c["projection_dim"] = 32.into());

@@ -80,6 +80,7 @@ pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionErr
                 None => println!("image_size: (each image's own: no centre crop or exact resize)"),
             }
             println!("context_length: {}", config.context_length);
+            println!("text: {}", describe_text(&dir, &config).map_err(external)?);
             let scale = dtypes
                 .first()
                 .ok_or_else(|| {
@@ -128,4 +129,39 @@ pub(crate) async fn run_model(command: ModelCommand) -> Result<u8, DataFusionErr
         }
     }
     Ok(EXIT_OK)
+}
+
+/// How texts are tokenised, as `tokenizer_config.json` and `tokenizer.json`
+/// settle it: the pad token and side, and who places BOS / EOS.
+fn describe_text(
+    dir: &std::path::Path,
+    config: &clip_runtime::ModelConfig,
+) -> clip_runtime::Result<String> {
+    let settings =
+        clip_runtime::TokenizerSettings::from_dir(dir, config.family.default_pad_token())?;
+    let tokenizer = clip_runtime::TextTokenizer::from_file(
+        &dir.join("tokenizer.json"),
+        config.context_length,
+        &settings,
+    )?;
+    let side = match tokenizer.padding_side() {
+        clip_runtime::PaddingSide::Right => "right",
+        clip_runtime::PaddingSide::Left => "left",
+    };
+    let specials = match &settings.specials {
+        None => "special tokens from tokenizer.json's template".to_string(),
+        Some(s) => format!(
+            "tokenizer_config.json: {} first, {} last",
+            s.bos.as_deref().unwrap_or("nothing"),
+            s.eos.as_deref().unwrap_or("nothing")
+        ),
+    };
+    let padding = match config.family.text_padding() {
+        clip_runtime::TextPadding::MaxLength => "to the context length",
+        clip_runtime::TextPadding::Longest => "to the batch's longest",
+    };
+    Ok(format!(
+        "padded {padding} with {:?} on the {side}; {specials}",
+        settings.pad_token
+    ))
 }

@@ -294,14 +294,8 @@ impl PreprocessConfig {
         from: (u32, u32),
         to: (u64, u64),
         window: (u64, u64, u32, u32),
-    ) -> Result<Vec<u8>, ImageError> {
-        Ok(crate::resample::resize_window(
-            src,
-            from,
-            to,
-            window,
-            self.resample,
-        ))
+    ) -> Vec<u8> {
+        crate::resample::resize_window(src, from, to, window, self.resample)
     }
 
     /// The resize, crop window and padding for an image of this size, or
@@ -357,7 +351,7 @@ impl PreprocessConfig {
         } else {
             #[cfg(feature = "failpoints")]
             failpoint_resize(w0)?;
-            resized = self.resize(image.as_raw(), (w0, h0), (w, h), (left, top, win_w, win_h))?;
+            resized = self.resize(image.as_raw(), (w0, h0), (w, h), (left, top, win_w, win_h));
             &resized
         };
         let scale = self.rescale.unwrap_or(1.0);
